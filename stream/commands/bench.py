@@ -1,0 +1,39 @@
+"""``stream bench NAME [--json]``: the project's own benchmarks (see stream.bench)."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import import_module
+from typing import Any
+
+from stream.bench import BENCHMARKS, format_table
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("bench", help="measure throughput and latency against the reference")
+    bench_sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for name in BENCHMARKS:
+        try:
+            module = import_module(f"stream.bench.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"stream.bench.{name}":
+                raise
+            continue
+        p = bench_sub.add_parser(name, help=module.HELP)
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        module.add_arguments(p)
+        p.set_defaults(handler=_make_handler(module))
+
+
+def _make_handler(module: Any) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        result = module.run(args)
+        if args.json:
+            print(result.to_json())
+        else:
+            print(format_table(result.rows))
+            for key, value in result.summary.items():
+                print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+        return 0
+
+    return handler
