@@ -1,0 +1,237 @@
+"""Typed configuration: YAML file + ``--set a.b=v`` overrides + ``${ENV:NAME}`` secrets.
+
+Validated once at start (pydantic v2). Any problem raises ConfigError with one
+line naming the dotted key, the bad value and what is allowed, e.g.::
+
+    config error: sources.0.type: 'camera' is not allowed (allowed: 'file', 'folder', …)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stream.errors import ConfigError
+
+SOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_ENV_REF = re.compile(r"\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(_Model):
+    width: int = Field(1280, ge=16, le=7680)
+    height: int = Field(720, ge=16, le=4320)
+    seed: int = 0
+    num_objects: int = Field(6, ge=0, le=500)
+    motion: Literal["rigid", "nonrigid"] = "rigid"
+    occlusion: bool = True
+    churn: bool = True
+
+
+class SourceConfig(_Model):
+    """One input. type decides which fields are needed:
+    file (path), folder (path), synthetic (synthetic.*), pattern (synthetic.width/height), mot (path to det.txt)."""
+
+    id: str
+    type: Literal["file", "folder", "synthetic", "pattern", "mot"]
+    path: str | None = None
+    live: bool = False
+    loop: bool = False
+    fps: float | None = Field(None, gt=0, le=1000)
+    max_frames: int | None = Field(None, ge=1)
+    ring_slots: int = Field(16, ge=2, le=1024)
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not SOURCE_ID.match(v):
+            raise ValueError("must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> SourceConfig:
+        if self.type in ("file", "folder", "mot") and not self.path:
+            raise ValueError(f"path is required for a source of type {self.type!r}")
+        return self
+
+
+class PassthroughConfig(_Model):
+    """A stage that forwards frames unchanged (benchmarks, tests). touch_pixels reads
+    one byte per row so the pixels are really accessed; delay_ms simulates work."""
+
+    touch_pixels: bool = True
+    delay_ms: float = Field(0.0, ge=0)
+
+
+class JsonlSinkConfig(_Model):
+    path: str | None = None
+
+
+class SinksConfig(_Model):
+    jsonl: JsonlSinkConfig = JsonlSinkConfig()
+
+
+class TransportConfig(_Model):
+    """pixels: 'shm' (one host: a ring per source) or 'inline' (pixels in the
+    message; needed between hosts). endpoints: 'ipc' (one host) or 'tcp'."""
+
+    pixels: Literal["shm", "inline"] = "shm"
+    endpoints: Literal["ipc", "tcp"] = "ipc"
+    tcp_host: str = "127.0.0.1"
+    tcp_base_port: int = Field(0, ge=0, le=65000)
+    hwm: int = Field(4, ge=1, le=10000)
+
+
+class SupervisorConfig(_Model):
+    heartbeat_interval_s: float = Field(1.0, gt=0, le=60)
+    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    startup_timeout_s: float = Field(300.0, gt=0)
+    max_crashes: int = Field(5, ge=1)
+    crash_window_s: float = Field(60.0, gt=0)
+    restart_backoff_s: float = Field(0.5, ge=0)
+    restart_backoff_max_s: float = Field(8.0, ge=0)
+    shutdown_timeout_s: float = Field(8.0, gt=0)
+    drain_idle_s: float = Field(3.0, gt=0)
+
+
+class MetricsConfig(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class Config(_Model):
+    name: str = "stream"
+    random_weights: bool = False
+    sources: list[SourceConfig] = Field(min_length=1)
+    pipeline: list[str] = []
+    passthrough: PassthroughConfig = PassthroughConfig()
+    detect: dict[str, Any] = {}
+    track: dict[str, Any] = {}
+    segment: dict[str, Any] = {}
+    render: dict[str, Any] = {}
+    sinks: SinksConfig = SinksConfig()
+    transport: TransportConfig = TransportConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_ids(cls, v: list[SourceConfig]) -> list[SourceConfig]:
+        seen: set[str] = set()
+        for s in v:
+            if s.id in seen:
+                raise ValueError(f"source id {s.id!r} is used twice")
+            seen.add(s.id)
+        return v
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
+                env: Mapping[str, str] | None = None, base: Mapping[str, Any] | None = None) -> Config:
+    """Read YAML ``path`` (or start from ``base``), apply ``--set`` overrides, resolve
+    ``${ENV:NAME}`` from ``env`` and validate. Raises ConfigError."""
+    label = str(path) if path is not None else "config"
+    data: Any = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p}: the top level must be a mapping of keys")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set transport.hwm=8")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw else "")
+    data = _resolve_env(data, env if env is not None else {}, "")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config error in {label}: {_describe(exc)}") from None
+    from stream.stages import check_pipeline  # stage registry: which stage needs what
+
+    check_pipeline(config)
+    return config
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i]) or 'top'} has {len(node)} items, no index {part!r}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
+
+
+def _resolve_env(node: Any, env: Mapping[str, str], where: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _resolve_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_env(v, env, f"{where}.{i}") for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in env:
+                raise ConfigError(f"config error: {where}: environment variable {name} is not set")
+            return env[name]
+
+        return _ENV_REF.sub(sub, node)
+    return node
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "top level"
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        parent_loc = err["loc"][:-1]
+        allowed = _allowed_keys(parent_loc)
+        return f"{key}: unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"{key}: {value!r} is not allowed (allowed: {expected})"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{key}: {msg} (got {value!r})"
+
+
+def _allowed_keys(loc: Sequence[Any]) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", None)
+        model = args[0] if args and isinstance(args[0], type) else ann
+    fields = getattr(model, "model_fields", None)
+    return sorted(fields) if fields else []

@@ -1,0 +1,298 @@
+"""Wire messages between stages, and their encoding.
+
+A frame travels as a multipart ZeroMQ message::
+
+    [topic = source id (utf-8)] [header (msgpack)] [array 0 bytes] [array 1 bytes] …
+
+The header is a tagged msgspec struct (``FrameHeader``, ``EndOfStream``,
+``Reset``), validated on decode; arrays travel as raw buffers whose dtype and
+shape are in the header (``ArraySpec``), so a receiver gets numpy views on the
+received frames without copying. Only plain numeric dtypes are accepted: no
+object arrays, nothing is ever unpickled.
+
+Control traffic between a stage and the supervisor (``Heartbeat``,
+``RunReport``, ``Control``) uses the same codec on its own sockets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from stream.errors import ProtocolError
+
+SCHEMA_VERSION = 1
+
+# dtypes allowed on the wire (numpy .str form without byte order handled below)
+_WIRE_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8", "b1"}
+
+
+class ArraySpec(msgspec.Struct, frozen=True, array_like=True):
+    """dtype: numpy kind+size code (e.g. 'f4', 'u1'); shape in elements."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class PixelRef(msgspec.Struct, frozen=True, array_like=True):
+    """Where a frame's pixels live in its source's shared-memory ring.
+
+    ring: ring file name (under the run's shm dir); slot: index in the ring;
+    generation: the slot's (even) generation when written — a reader that sees
+    another value knows the slot was overwritten. height, width, channels: the
+    image shape (H×W×C uint8, BGR).
+    """
+
+    ring: str
+    slot: int
+    generation: int
+    height: int
+    width: int
+    channels: int = 3
+
+
+class FrameHeader(msgspec.Struct, frozen=True, tag="frame"):
+    """Identity and timing of one frame.
+
+    pts: presentation timestamp in time_base units (time_base = num/den seconds).
+    capture_ns: wall-clock time (time.time_ns) when the frame was captured.
+    stamps: (stage name, time.time_ns()) appended by every stage on output, so
+        per-hop and end-to-end latency can be measured on every frame.
+    pixels: shared-memory reference, or None when pixels travel inline as the
+        array named "image" (tcp transport) or the frame has no pixels.
+    arrays: specs of the array parts that follow the header, in order.
+    random_weights: True when any model on the path ran with random weights;
+        every output shows this.
+    """
+
+    source: str
+    seq: int
+    pts: int
+    time_base: tuple[int, int]
+    capture_ns: int
+    stamps: tuple[tuple[str, int], ...] = ()
+    pixels: PixelRef | None = None
+    arrays: tuple[ArraySpec, ...] = ()
+    random_weights: bool = False
+    version: int = SCHEMA_VERSION
+
+
+class EndOfStream(msgspec.Struct, frozen=True, tag="eos"):
+    """No more frames from ``source``. frames: how many frames the capture produced
+    (seq 0..frames-1); reason: 'end of input' | 'stopped' | 'failed: …'."""
+
+    source: str
+    frames: int
+    reason: str
+    version: int = SCHEMA_VERSION
+
+
+class Reset(msgspec.Struct, frozen=True, tag="reset"):
+    """The source restarted with possibly different geometry: per-source state
+    (tracker, masks, recorder segment) must start fresh from ``seq``."""
+
+    source: str
+    seq: int
+    reason: str
+    version: int = SCHEMA_VERSION
+
+
+class DropRecord(msgspec.Struct, frozen=True, array_like=True):
+    """Frames a stage dropped on purpose: seq in [first, last] of ``source``."""
+
+    source: str
+    reason: str
+    first: int
+    last: int
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
+    """Sent by every stage process to the supervisor about once a second.
+
+    Counters are cumulative since the process started; ``drops`` lists only the
+    drops since the previous heartbeat. latency_ms: (p50, p99) of this stage's
+    per-frame processing time over the last window. last_seq: newest seq seen
+    per source. state: 'starting' | 'running' | 'done' | 'failed'.
+    """
+
+    stage: str
+    pid: int
+    time_ns: int
+    state: str
+    frames_in: int = 0
+    frames_out: int = 0
+    errors: int = 0
+    drops: tuple[DropRecord, ...] = ()
+    last_seq: dict[str, int] = {}
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    source_state: dict[str, str] = {}
+    detail: str = ""
+    version: int = SCHEMA_VERSION
+
+
+class SourceReport(msgspec.Struct, frozen=True):
+    """What the last stage saw of one source. received: (first, last) seq ranges
+    that arrived, in order; latency_ms: end-to-end capture→output (p50, p99)."""
+
+    source: str
+    frames: int
+    received: int
+    received_ranges: tuple[tuple[int, int], ...]
+    out_of_order: int
+    latency_ms: tuple[float, float]
+    hop_ms: dict[str, tuple[float, float]]
+    first_ns: int
+    last_ns: int
+
+
+class RunReport(msgspec.Struct, frozen=True, tag="report"):
+    """Sent once by the last stage when every source ended."""
+
+    stage: str
+    sources: tuple[SourceReport, ...]
+    version: int = SCHEMA_VERSION
+
+
+class Control(msgspec.Struct, frozen=True, tag="ctl"):
+    """Supervisor → stages. command: 'drain' (forward end-of-stream for every
+    source not yet ended, then exit) | 'stop' (exit now)."""
+
+    command: str
+    version: int = SCHEMA_VERSION
+
+
+StreamMessage = FrameHeader | EndOfStream | Reset
+ControlMessage = Heartbeat | RunReport | Control
+
+_stream_decoder = msgspec.msgpack.Decoder(StreamMessage)
+_control_decoder = msgspec.msgpack.Decoder(ControlMessage)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame in a stage: its header, its named arrays and, when attached, its image.
+
+    arrays: read-only numpy arrays by name (e.g. "boxes" (N,4) float32 XYXY
+        pixels, "scores" (N,), "class_ids" (N,) int32, "track_ids" (N,) int64).
+    image: H×W×3 uint8 BGR view of the pixels (shared memory or inline), or None.
+    Stages never mutate a Frame: ``evolve`` returns a new one.
+    """
+
+    header: FrameHeader
+    arrays: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
+    image: np.ndarray | None = None
+
+    @property
+    def source(self) -> str:
+        return self.header.source
+
+    @property
+    def seq(self) -> int:
+        return self.header.seq
+
+    def evolve(self, *, stamp: str | None = None, image: Any = ..., **arrays: np.ndarray) -> Frame:
+        """A new Frame with ``arrays`` added or replaced, optionally stamped by a stage."""
+        merged = {**self.arrays, **{k: _readonly(v) for k, v in arrays.items()}}
+        header = self.header
+        if stamp is not None:
+            header = msgspec.structs.replace(header, stamps=(*header.stamps, (stamp, now_ns())))
+        return Frame(header, MappingProxyType(merged), self.image if image is ... else image)
+
+    def with_header(self, **changes: Any) -> Frame:
+        return Frame(msgspec.structs.replace(self.header, **changes), self.arrays, self.image)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def encode_frame(frame: Frame, *, inline_image: bool = False) -> list[Any]:
+    """Frame → multipart parts. Arrays are sent as buffers (zero copy)."""
+    arrays = dict(frame.arrays)
+    if inline_image and frame.image is not None:
+        arrays["image"] = frame.image
+    specs = []
+    buffers = []
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        code = a.dtype.str[1:]
+        if code not in _WIRE_DTYPES:
+            raise ProtocolError(f"array {name!r} has dtype {a.dtype}, which cannot go on the wire")
+        specs.append(ArraySpec(name, code, tuple(int(s) for s in a.shape)))
+        buffers.append(memoryview(a).cast("B") if a.size else b"")
+    header = msgspec.structs.replace(frame.header, arrays=tuple(specs))
+    if inline_image:
+        header = msgspec.structs.replace(header, pixels=None)
+    return [frame.header.source.encode(), _encoder.encode(header), *buffers]
+
+
+def encode_message(msg: EndOfStream | Reset) -> list[bytes]:
+    return [msg.source.encode(), _encoder.encode(msg)]
+
+
+def decode(parts: list[Any]) -> Frame | EndOfStream | Reset:
+    """Multipart parts (bytes or zmq.Frame) → Frame (arrays as read-only views) or event."""
+    if len(parts) < 2:
+        raise ProtocolError(f"message has {len(parts)} parts, expected at least 2 (topic, header)")
+    try:
+        msg = _stream_decoder.decode(_buffer(parts[1]))
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(f"bad header: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"undecodable header: {exc}") from exc
+    if msg.version != SCHEMA_VERSION:
+        raise ProtocolError(f"schema version {msg.version}, this build speaks {SCHEMA_VERSION}")
+    if not isinstance(msg, FrameHeader):
+        return msg
+    if len(parts) - 2 != len(msg.arrays):
+        raise ProtocolError(f"header lists {len(msg.arrays)} arrays but {len(parts) - 2} parts followed")
+    arrays: dict[str, np.ndarray] = {}
+    for spec, part in zip(msg.arrays, parts[2:], strict=True):
+        if spec.dtype not in _WIRE_DTYPES:
+            raise ProtocolError(f"array {spec.name!r}: dtype {spec.dtype!r} not allowed")
+        dtype = np.dtype("<" + spec.dtype) if spec.dtype not in ("u1", "i1", "b1") else np.dtype(spec.dtype)
+        buf = _buffer(part)
+        expected = int(np.prod(spec.shape, dtype=np.int64)) * dtype.itemsize
+        if len(buf) != expected:
+            raise ProtocolError(f"array {spec.name!r}: {len(buf)} bytes, shape {spec.shape} needs {expected}")
+        a = np.frombuffer(buf, dtype=dtype).reshape(spec.shape)
+        arrays[spec.name] = a
+    image = arrays.pop("image", None)
+    header = msgspec.structs.replace(msg, arrays=())
+    return Frame(header, MappingProxyType(arrays), image)
+
+
+def encode_control(msg: Heartbeat | RunReport | Control) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode_control(data: Any) -> Heartbeat | RunReport | Control:
+    try:
+        msg = _control_decoder.decode(_buffer(data))
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ProtocolError(f"bad control message: {exc}") from exc
+    if msg.version != SCHEMA_VERSION:
+        raise ProtocolError(f"control schema version {msg.version}, this build speaks {SCHEMA_VERSION}")
+    return msg
+
+
+def _buffer(part: Any) -> memoryview | bytes:
+    if isinstance(part, bytes | bytearray | memoryview):
+        return part
+    return part.buffer  # zmq.Frame

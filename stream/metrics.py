@@ -1,0 +1,94 @@
+"""``/metrics`` (Prometheus text) and ``/healthz`` (JSON) served by the supervisor
+on a loopback port by default. Values come from the latest heartbeats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from stream.errors import TransportError
+
+log = logging.getLogger(__name__)
+
+
+class _HeartbeatCollector(Collector):
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        snap = self._snapshot()
+        frames_in = CounterMetricFamily("stream_stage_frames_in", "frames received by a stage process", labels=["stage"])
+        frames_out = CounterMetricFamily("stream_stage_frames_out", "frames sent on by a stage process", labels=["stage"])
+        errors = CounterMetricFamily("stream_stage_errors", "per-frame failures in a stage", labels=["stage"])
+        drops = CounterMetricFamily("stream_frames_dropped", "frames dropped on purpose", labels=["source", "reason"])
+        latency = GaugeMetricFamily("stream_stage_latency_ms", "stage processing time per frame", labels=["stage", "quantile"])
+        restarts = CounterMetricFamily("stream_stage_restarts", "restarts of a stage process", labels=["stage"])
+        up = GaugeMetricFamily("stream_stage_up", "1 when the stage process is running", labels=["stage"])
+        depth = GaugeMetricFamily("stream_stage_queue_depth", "frames between the previous stage and this one",
+                                  labels=["stage", "source"])
+        for name, st in snap["stages"].items():
+            frames_in.add_metric([name], st["frames_in"])
+            frames_out.add_metric([name], st["frames_out"])
+            errors.add_metric([name], st["errors"])
+            latency.add_metric([name, "0.5"], st["latency_ms"][0])
+            latency.add_metric([name, "0.99"], st["latency_ms"][1])
+            restarts.add_metric([name], st["restarts"])
+            up.add_metric([name], 1.0 if st["up"] else 0.0)
+            for source, d in st.get("queue_depth", {}).items():
+                depth.add_metric([name, source], d)
+        for (source, reason), n in snap["drops"].items():
+            drops.add_metric([source, reason], n)
+        yield from (frames_in, frames_out, errors, drops, latency, restarts, up, depth)
+
+
+class MetricsServer:
+    """Serves in a daemon thread; ``port`` is the bound port (0 in config picks one)."""
+
+    def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
+                 health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+        registry = CollectorRegistry()
+        registry.register(_HeartbeatCollector(snapshot))
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path == "/metrics":
+                    body, ctype, code = generate_latest(registry), "text/plain; version=0.0.4", 200
+                elif self.path == "/healthz":
+                    ok, detail = health()
+                    body, ctype, code = json.dumps(detail).encode(), "application/json", 200 if ok else 503
+                else:
+                    body, ctype, code = b"not found: try /metrics or /healthz\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise TransportError(
+                f"metrics.port: {host}:{port} cannot be used ({exc.strerror}); "
+                "choose another with --set metrics.port=N (0 picks a free port)"
+            ) from exc
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics and /healthz", self._server.server_address[0], self.port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

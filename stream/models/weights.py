@@ -1,0 +1,421 @@
+"""Official checkpoints: a name → file registry, the on-disk cache, and a resumable, verified download.
+
+Nothing here runs at import: no environment reads, no network. ``cache_dir`` takes
+the environment as an argument (the CLI passes ``os.environ``), and downloads
+happen only when ``pull``/``download`` is called (``stream weights pull NAME``).
+
+Integrity: an entry's ``sha256`` is checked after every download. Where no
+published hash is known (``sha256=None``) the first download is trusted and its
+hash is recorded next to the file in ``<file>.sha256`` (trust on first use);
+``verify`` then checks against that record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from stream import __version__
+from stream.errors import WeightsError
+from stream.models.checkpoint import sha256_file
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20  # 1 MiB per read: small enough for a smooth progress bar, large enough to be cheap
+
+YOLO_NAS_LICENSE = (
+    "NON-COMMERCIAL use only (Deci YOLO-NAS weights license: "
+    "https://github.com/Deci-AI/super-gradients/blob/master/LICENSE.YOLONAS.md)"
+)
+SAM_LICENSE = "Apache-2.0 (https://github.com/facebookresearch/segment-anything/blob/main/LICENSE)"
+
+Family = Literal["yolo_nas", "sam"]
+
+
+class DownloadError(WeightsError):
+    """The transfer failed (network, HTTP status, interrupted); a partial ``.part`` may be kept for resume."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One official checkpoint.
+
+    name: registry key used on the command line (``stream weights pull NAME``).
+    family / arch: which builder consumes it (``yolo_nas``/``yolo_nas_s``, ``sam``/``vit_b``).
+    url: where it is published; ``mirrors`` are tried in order when ``url`` cannot be reached.
+    sha256: lowercase hex of the published file, or None when no published hash is known
+        (then the first download is trusted and recorded, see module docstring).
+    size_bytes: expected size in bytes, informational (progress bar, ``list``); None when unknown.
+    license: the terms, shown by ``stream weights list`` and before a download.
+    filename: the file name inside ``<cache>/weights/``.
+    """
+
+    name: str
+    family: Family
+    arch: str
+    url: str
+    sha256: str | None
+    size_bytes: int | None
+    license: str
+    filename: str
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def non_commercial(self) -> bool:
+        return self.family == "yolo_nas"
+
+
+# YOLO-NAS: URLs from super-gradients 3.7.1 (training/pretrained_models.py, MODEL_URLS "yolo_nas_*_coco").
+# That host (sghub.deci.ai) no longer resolves since Deci's acquisition; the super-gradients issue
+# tracker (#2057, #2064) points users at the S3 bucket below, which we try second. Neither
+# publishes a sha256, so these entries are trust-on-first-use.
+# SAM: URLs from the segment-anything README. The sha256 values are not published by Meta; they
+# are the values that many independent projects record for these exact files (cross-checked in
+# several unrelated manifests). Sizes are from third-party manifests and are informational only.
+_SG_S3 = "https://sg-hub-nv.s3.amazonaws.com/models/"
+_SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+OFFICIAL: Mapping[str, WeightSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            *(
+                WeightSpec(
+                    name=f"yolo_nas_{size}",
+                    family="yolo_nas",
+                    arch=f"yolo_nas_{size}",
+                    url=f"https://sghub.deci.ai/models/yolo_nas_{size}_coco.pth",
+                    mirrors=(f"{_SG_S3}yolo_nas_{size}_coco.pth",),
+                    sha256=None,
+                    size_bytes=None,
+                    license=YOLO_NAS_LICENSE,
+                    filename=f"yolo_nas_{size}_coco.pth",
+                )
+                for size in ("s", "m", "l")
+            ),
+            WeightSpec(
+                name="sam_vit_b",
+                family="sam",
+                arch="vit_b",
+                url=f"{_SAM_BASE}sam_vit_b_01ec64.pth",
+                sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+                size_bytes=375042383,
+                license=SAM_LICENSE,
+                filename="sam_vit_b_01ec64.pth",
+            ),
+            WeightSpec(
+                name="sam_vit_l",
+                family="sam",
+                arch="vit_l",
+                url=f"{_SAM_BASE}sam_vit_l_0b3195.pth",
+                sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+                size_bytes=1249524607,
+                license=SAM_LICENSE,
+                filename="sam_vit_l_0b3195.pth",
+            ),
+            WeightSpec(
+                name="sam_vit_h",
+                family="sam",
+                arch="vit_h",
+                url=f"{_SAM_BASE}sam_vit_h_4b8939.pth",
+                sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+                size_bytes=2564550879,
+                license=SAM_LICENSE,
+                filename="sam_vit_h_4b8939.pth",
+            ),
+        )
+    }
+)
+
+
+def get_spec(name: str, registry: Mapping[str, WeightSpec] = OFFICIAL) -> WeightSpec:
+    """The registry entry called ``name``; WeightsError listing the known names otherwise."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise WeightsError(f"unknown weights {name!r}; known: {', '.join(sorted(registry))}") from None
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    """The cache root: $STREAM_CACHE, else $XDG_CACHE_HOME/stream, else ~/.cache/stream.
+
+    ``env`` is passed in (the CLI gives ``os.environ``) so that nothing reads the
+    environment at import. Weights live under ``<cache>/weights/``.
+    """
+    if env.get("STREAM_CACHE"):
+        return Path(env["STREAM_CACHE"]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "stream"
+    return Path.home() / ".cache" / "stream"
+
+
+def weights_path(spec: WeightSpec, cache: Path) -> Path:
+    """Where ``spec`` lives in the cache (whether or not it is there)."""
+    return cache / "weights" / spec.filename
+
+
+def sidecar_path(path: Path) -> Path:
+    """The trust-on-first-use record for ``path``: ``<path>.sha256`` in ``sha256sum`` format."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _manual_hint(dest: Path) -> str:
+    return (
+        f"If this machine cannot reach it, download the file elsewhere and place it at {dest} "
+        "(then check it with `stream weights verify`), or run with --random-weights "
+        "(untrained weights, for tests and benchmarks only)."
+    )
+
+
+def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse:
+    headers = {"User-Agent": f"stream/{__version__}"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    # The caller has checked the scheme: urlopen would also read file:// and ftp:// URLs.
+    return urllib.request.urlopen(request, timeout=timeout_s)
+
+
+def _download(url: str, dest: Path, sha256: str | None, *, progress: bool, timeout_s: float) -> str:
+    """Body of ``download``; returns the hex sha256 of the file now at ``dest``."""
+    from tqdm import tqdm  # only a download needs it
+
+    if not url.startswith(("http://", "https://")):
+        raise WeightsError(f"cannot download {url!r}: only http:// and https:// URLs are supported")
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    try:
+        try:
+            response = _open(url, offset, timeout_s)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 416 or not offset:
+                raise
+            # 416: the partial file does not fit the remote one (already complete, or changed); start over.
+            log.info("server rejected resuming %s at byte %d; restarting from 0", dest.name, offset)
+            part.unlink()
+            offset = 0
+            response = _open(url, 0, timeout_s)
+        with response:
+            length = response.headers.get("Content-Length")
+            if offset and response.status == 206:
+                if not (response.headers.get("Content-Range") or "").startswith(f"bytes {offset}-"):
+                    raise DownloadError(
+                        f"server answered the resume request for {url} with an unexpected "
+                        f"Content-Range {response.headers.get('Content-Range')!r}; delete {part} and retry"
+                    )
+                log.info("resuming %s at byte %d", dest.name, offset)
+            elif offset:
+                log.info("server ignored the Range request for %s; restarting from 0", url)
+                offset = 0
+            total = offset + int(length) if length is not None else None
+            digest = hashlib.sha256()
+            if offset:
+                with part.open("rb") as fh:
+                    while block := fh.read(_CHUNK):
+                        digest.update(block)
+            received = offset
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            bar = tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=dest.name,
+                file=sys.stderr,
+                disable=not progress,
+            )
+            with bar, part.open("ab" if offset else "wb") as out:
+                while block := response.read(_CHUNK):
+                    out.write(block)
+                    digest.update(block)
+                    received += len(block)
+                    bar.update(len(block))
+            if total is not None and received < total:
+                raise DownloadError(
+                    f"download of {url} was interrupted at {received} of {total} bytes; "
+                    f"the partial file {part} is kept: run the same command again to resume."
+                )
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        if part.exists() and part.stat().st_size == 0:
+            part.unlink()
+        if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+            reason: object = exc.reason
+        else:
+            reason = exc
+        raise DownloadError(f"could not download {url}: {reason}.") from exc
+
+    actual = digest.hexdigest()
+    if sha256 is not None and actual != sha256.lower():
+        part.unlink(missing_ok=True)
+        raise WeightsError(
+            f"sha256 mismatch for {url}: expected {sha256.lower()}, got {actual}; the download was "
+            f"discarded and {dest} was not written. Retry later; if it persists, the published file "
+            "changed or something between you and the server alters it."
+        )
+    os.replace(part, dest)
+    return actual
+
+
+def download(url: str, dest: Path, sha256: str | None, *, progress: bool, timeout_s: float) -> Path:
+    """Stream ``url`` to ``dest`` through ``<dest>.part`` and move it into place atomically.
+
+    An existing ``.part`` is resumed with an HTTP Range request (a server that
+    ignores Range and answers 200 restarts it from 0). The progress bar (bytes)
+    goes to stderr. ``sha256`` (hex) is checked over the whole file; a mismatch
+    deletes the partial file and raises WeightsError naming expected, actual and
+    URL. Network failures raise DownloadError (a WeightsError) that says where
+    to place the file by hand; a partial file is kept for the next attempt.
+    ``timeout_s``: seconds of socket inactivity before giving up.
+    """
+    try:
+        _download(url, dest, sha256, progress=progress, timeout_s=timeout_s)
+    except DownloadError as exc:
+        raise DownloadError(f"{exc} {_manual_hint(dest)}") from exc
+    return dest
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return None
+    fields = sidecar.read_text(encoding="ascii").split()
+    return fields[0].lower() if fields else None
+
+
+def pull(
+    spec: WeightSpec,
+    cache: Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    timeout_s: float = 60.0,
+    urls: Sequence[str] | None = None,
+) -> Path:
+    """Fetch ``spec`` into ``<cache>/weights/`` and return its path.
+
+    ``urls`` replaces ``(spec.url, *spec.mirrors)`` (a private mirror, or a test
+    server); each is tried in order until one can be reached. A file already in
+    the cache is checked, not fetched again, unless ``force``. Without a
+    published sha256 the hash of the first download is recorded in the sidecar
+    ``<file>.sha256`` (a warning says it was trusted on first use), and later
+    downloads must match that record.
+    """
+    dest = weights_path(spec, cache)
+    if spec.non_commercial:
+        log.warning("%s: %s. By downloading it you agree to these terms.", spec.name, spec.license)
+    if dest.exists() and not force:
+        result = verify(spec, cache)
+        if result.status == "mismatch":
+            raise WeightsError(
+                f"{result.message}; run `stream weights pull {spec.name} --force` to replace it"
+            )
+        log.info("%s is already cached at %s (%s)", spec.name, dest, result.message)
+        return dest
+    recorded = _recorded_sha256(dest) if spec.sha256 is None else None
+    expected = spec.sha256 or recorded
+    candidates = list(urls) if urls else [spec.url, *spec.mirrors]
+    failures: list[str] = []
+    for i, url in enumerate(candidates):
+        log.info("downloading %s from %s to %s", spec.name, url, dest)
+        try:
+            actual = _download(url, dest, expected, progress=progress, timeout_s=timeout_s)
+        except DownloadError as exc:
+            failures.append(str(exc))
+            if i + 1 < len(candidates):
+                log.warning("%s Trying %s next.", exc, candidates[i + 1])
+            continue
+        except WeightsError as exc:
+            if recorded is not None:
+                raise WeightsError(
+                    f"{exc} The expected hash is the trust-on-first-use record {sidecar_path(dest)}; "
+                    "delete it if you mean to trust a new file."
+                ) from exc
+            raise
+        if spec.sha256 is not None:
+            log.info("%s: sha256 %s matches the registry", spec.name, actual)
+        elif recorded is not None:
+            log.info("%s: sha256 %s matches the trust-on-first-use record", spec.name, actual)
+        else:
+            sidecar = sidecar_path(dest)
+            sidecar.write_text(f"{actual}  {dest.name}\n", encoding="ascii")
+            log.warning(
+                "%s: no published sha256 is known for this file, so this download was trusted on first "
+                "use: recorded sha256 %s in %s; `stream weights verify` checks against it from now on",
+                spec.name,
+                actual,
+                sidecar,
+            )
+        return dest
+    raise DownloadError(f"could not download {spec.name}: {' | '.join(failures)} {_manual_hint(dest)}")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """status: ok (hash matches), mismatch, missing (not in the cache), unverified (no hash to check)."""
+
+    name: str
+    path: Path
+    status: Literal["ok", "mismatch", "missing", "unverified"]
+    message: str
+
+
+def verify(spec: WeightSpec, cache: Path) -> VerifyResult:
+    """Check the cached file of ``spec`` against the registry sha256, else against its sidecar record."""
+    path = weights_path(spec, cache)
+    if not path.is_file():
+        return VerifyResult(spec.name, path, "missing", f"{path} is not cached")
+    sidecar = sidecar_path(path)
+    expected, source = spec.sha256, "registry"
+    if expected is None:
+        expected, source = _recorded_sha256(path), f"trust-on-first-use record {sidecar}"
+    if expected is None:
+        return VerifyResult(spec.name, path, "unverified", f"{path}: no published sha256 and no {sidecar}")
+    actual = sha256_file(path)
+    if actual != expected:
+        return VerifyResult(
+            spec.name,
+            path,
+            "mismatch",
+            f"{path}: sha256 {actual} does not match {expected} from the {source}",
+        )
+    return VerifyResult(spec.name, path, "ok", f"sha256 matches the {source}")
+
+
+def resolve_weights(
+    name_or_path: str | Path, cache: Path, registry: Mapping[str, WeightSpec] = OFFICIAL
+) -> Path:
+    """A checkpoint path from a registry name (its cache file) or a local file path (used as-is).
+
+    Registry names take precedence; anything else is a path, which must be an
+    existing file. A registry name whose file is missing raises WeightsError
+    naming the command that fetches it. Does not hash the file (that is
+    ``verify``): this runs on every start.
+    """
+    key = str(name_or_path)
+    if key in registry:
+        path = weights_path(registry[key], cache)
+        if not path.is_file():
+            raise WeightsError(
+                f"weights {key!r} are not in the cache ({path} is missing); fetch them with "
+                f"`stream weights pull {key}`, or pass --random-weights to run with untrained weights "
+                "(tests and benchmarks only)"
+            )
+        return path
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"weights file {path} does not exist (and {key!r} is not a known name: "
+            f"{', '.join(sorted(registry))})"
+        )
+    return path

@@ -1,0 +1,349 @@
+"""The Stage protocol and the worker loop that runs a stage in its own process.
+
+A stage is a small class built from its config section::
+
+    class Stage(Protocol):
+        name: str
+        max_batch: int         # frames per process_batch call (1 = one at a time)
+        max_wait_ms: float     # how long to wait to fill a batch
+        def start(self) -> None                       # load models, open files
+        def process_batch(self, frames) -> list[Frame | None]
+        def end_source(self, source: str) -> None     # end of stream / reset: free per-source state
+        def close(self) -> None
+
+``process_batch`` returns one output per input: a new Frame (never the input
+mutated) or None to drop it on purpose. Frames of one source arrive in seq
+order. The loop (``StageRunner``) owns the sockets, attaches pixels from the
+shared-memory ring, batches, stamps timings, forwards, heartbeats to the
+supervisor, and turns a failing frame into a logged, counted drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import zmq
+
+from stream.errors import FrameDropped, ProtocolError
+from stream.messages import (
+    Control,
+    DropRecord,
+    EndOfStream,
+    Frame,
+    Heartbeat,
+    Reset,
+    RunReport,
+    decode,
+    decode_control,
+    encode_control,
+    encode_frame,
+    encode_message,
+)
+from stream.transport import RingCache, open_socket, recv_parts, send_parts
+
+log = logging.getLogger(__name__)
+
+
+class Stage(Protocol):
+    name: str
+    max_batch: int
+    max_wait_ms: float
+
+    def start(self) -> None: ...
+
+    def process_batch(self, frames: Sequence[Frame]) -> list[Frame | None]: ...
+
+    def end_source(self, source: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StageBase:
+    """Convenience base: per-frame ``process``; override what you need."""
+
+    name = "stage"
+    max_batch = 1
+    max_wait_ms = 0.0
+
+    def start(self) -> None:
+        pass
+
+    def process(self, frame: Frame) -> Frame | None:
+        return frame
+
+    def process_batch(self, frames: Sequence[Frame]) -> list[Frame | None]:
+        return [self.process(f) for f in frames]
+
+    def end_source(self, source: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Where a stage process reads, writes and reports (built by the supervisor)."""
+
+    name: str
+    input: str
+    output: str | None  # None: this is the last stage
+    heartbeat: str
+    control: str
+    ring_dir: str
+    sources: tuple[str, ...]
+    inline_pixels: bool = False
+    hwm: int = 4
+    heartbeat_interval_s: float = 1.0
+
+
+class LatencyWindow:
+    """Rolling window of durations (ms) → (p50, p99)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, ms: float) -> None:
+        self._values.append(ms)
+
+    def quantiles(self) -> tuple[float, float]:
+        if not self._values:
+            return (0.0, 0.0)
+        data = sorted(self._values)
+        return (data[len(data) // 2], data[min(len(data) - 1, int(len(data) * 0.99))])
+
+
+@dataclass
+class Counters:
+    frames_in: int = 0
+    frames_out: int = 0
+    errors: int = 0
+    pending_drops: list[DropRecord] = field(default_factory=list)
+    last_seq: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, source: str, seq: int, reason: str) -> None:
+        last = self.pending_drops[-1] if self.pending_drops else None
+        if last and last.source == source and last.reason == reason and last.last == seq - 1:
+            self.pending_drops[-1] = DropRecord(source, reason, last.first, seq)
+        else:
+            self.pending_drops.append(DropRecord(source, reason, seq, seq))
+
+
+class StopFlag:
+    """Set by SIGTERM; SIGINT is ignored in workers (the supervisor orchestrates Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        signal.signal(signal.SIGTERM, self._set)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def _set(self, *_: Any) -> None:
+        self.stopped = True
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+
+class StageRunner:
+    """Runs one stage: receive → attach pixels → process_batch → forward; heartbeats."""
+
+    def __init__(self, stage: Stage, spec: WorkerSpec, *, sink: Any = None) -> None:
+        self.stage = stage
+        self.spec = spec
+        self.sink = sink  # the last stage's report collector (stream.stages.output)
+        self.counters = Counters()
+        self.latency = LatencyWindow()
+        self.ended: set[str] = set()
+        self.stop = StopFlag()
+        self._zctx = zmq.Context()
+        self._rings = RingCache(Path(spec.ring_dir))
+        self._next_hb = 0.0
+        self._state = "starting"
+        self.out: zmq.Socket[Any] | None = None
+
+    # --- sockets -----------------------------------------------------------
+    def _open(self) -> None:
+        s = self.spec
+        self.hb = open_socket(self._zctx, s.heartbeat, hwm=100)
+        self.ctl = open_socket(self._zctx, s.control, hwm=100)
+        self.inp = open_socket(self._zctx, s.input, hwm=s.hwm)
+        self.out = open_socket(self._zctx, s.output, hwm=s.hwm) if s.output else None
+
+    def heartbeat(self, force: bool = False, detail: str = "") -> None:
+        now = time.monotonic()
+        if not force and now < self._next_hb:
+            return
+        self._next_hb = now + self.spec.heartbeat_interval_s
+        c = self.counters
+        hb = Heartbeat(
+            stage=self.spec.name, pid=os.getpid(), time_ns=time.time_ns(), state=self._state,
+            frames_in=c.frames_in, frames_out=c.frames_out, errors=c.errors,
+            drops=tuple(c.pending_drops), last_seq=dict(c.last_seq),
+            latency_ms=self.latency.quantiles(), detail=detail,
+        )
+        c.pending_drops = []
+        send_parts(self.hb, [encode_control(hb)], block=True, timeout_s=1.0, should_stop=lambda: True)
+
+    # --- main loop -----------------------------------------------------------
+    def run(self) -> int:
+        self._open()
+        try:
+            self.heartbeat(force=True)
+            self.stage.start()
+            self._state = "running"
+            self.heartbeat(force=True)
+            while not self.stop() and len(self.ended) < len(self.spec.sources):
+                self._poll_control()
+                self._step()
+                self.heartbeat()
+            if len(self.ended) >= len(self.spec.sources):
+                self._finish()
+            return 0
+        finally:
+            try:
+                self.stage.close()
+            finally:
+                self.heartbeat(force=True)
+                self._rings.close()
+                # linger: what is still queued (last frames, end-of-stream, report) must be delivered
+                if self.out is not None:
+                    self.out.close(linger=3000)
+                self.hb.close(linger=1000)
+                self._zctx.destroy(linger=0)
+
+    def _finish(self) -> None:
+        self._state = "done"
+        if self.sink is not None:
+            report = RunReport(stage=self.spec.name, sources=self.sink.reports())
+            send_parts(self.hb, [encode_control(report)], block=True, timeout_s=2.0, should_stop=lambda: True)
+
+    def _poll_control(self) -> None:
+        parts = recv_parts(self.ctl, 0)
+        if parts is None:
+            return
+        try:
+            msg = decode_control(parts[0])
+        except ProtocolError as exc:
+            log.warning("ignoring control message: %s", exc)
+            return
+        if isinstance(msg, Control) and msg.command == "drain":
+            for source in self.spec.sources:
+                if source not in self.ended:
+                    last = self.counters.last_seq.get(source, -1)
+                    self._on_event(EndOfStream(source, last + 1, "drained"))
+        elif isinstance(msg, Control) and msg.command == "stop":
+            self.stop.stopped = True
+
+    def _step(self) -> None:
+        batch: list[Frame] = []
+        deadline: float | None = None
+        while len(batch) < max(1, self.stage.max_batch):
+            if deadline is None:
+                timeout_ms = 100
+            else:
+                timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            parts = recv_parts(self.inp, timeout_ms)
+            if parts is None:
+                break
+            try:
+                msg = decode(parts)
+            except ProtocolError as exc:
+                self.counters.errors += 1
+                log.error("stage %s: dropped an undecodable message: %s", self.spec.name, exc)
+                continue
+            if isinstance(msg, Frame):
+                frame = self._attach(msg)
+                if frame is not None:
+                    batch.append(frame)
+                    if deadline is None:
+                        deadline = time.monotonic() + self.stage.max_wait_ms / 1000.0
+                if self.stage.max_batch <= 1 or time.monotonic() >= (deadline or 0):
+                    break
+            else:
+                self._run_batch(batch)
+                batch = []
+                self._on_event(msg)
+                return
+        self._run_batch(batch)
+
+    def _attach(self, frame: Frame) -> Frame | None:
+        h = frame.header
+        self.counters.frames_in += 1
+        self.counters.last_seq[h.source] = max(h.seq, self.counters.last_seq.get(h.source, -1))
+        if h.pixels is None or frame.image is not None:
+            return frame
+        ring = self._rings.get(h.pixels.ring)
+        if not ring.valid(h.pixels):
+            self._drop(frame, "overwritten")
+            return None
+        return Frame(h, frame.arrays, ring.view(h.pixels))
+
+    def _drop(self, frame: Frame, reason: str) -> None:
+        self.counters.drop(frame.source, frame.seq, reason)
+        log.debug("source=%s seq=%d dropped: %s", frame.source, frame.seq, reason)
+
+    def _run_batch(self, batch: list[Frame]) -> None:
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        try:
+            outputs = self.stage.process_batch(batch)
+        except FrameDropped as exc:
+            for f in batch:
+                self._drop(f, exc.reason)
+            return
+        except Exception as exc:  # noqa: BLE001 — a per-frame failure must not stop the stage
+            self.counters.errors += len(batch)
+            for f in batch:
+                log.error("source=%s seq=%d stage %s failed: %s", f.source, f.seq, self.spec.name, exc,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+                self._drop(f, "error")
+            return
+        per_frame_ms = (time.perf_counter() - t0) * 1000.0 / len(batch)
+        for frame_in, out in zip(batch, outputs, strict=True):
+            self.latency.add(per_frame_ms)
+            if out is None:
+                self._drop(frame_in, "filtered")
+                continue
+            px = frame_in.header.pixels
+            if px is not None and frame_in.image is not None and not self.spec.inline_pixels:
+                ring = self._rings.get(px.ring)
+                if not ring.valid(px):  # overwritten while we used it: the result is suspect
+                    self._drop(frame_in, "overwritten")
+                    continue
+            self._emit(out.evolve(stamp=self.spec.name))
+
+    def _emit(self, frame: Frame) -> None:
+        if self.out is None:
+            if self.sink is not None:
+                self.sink.write(frame)
+            px = frame.header.pixels
+            if px is not None and not self.spec.inline_pixels:
+                self._rings.get(px.ring).release(frame.seq)
+            self.counters.frames_out += 1
+            return
+        parts = encode_frame(frame, inline_image=self.spec.inline_pixels)
+        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self.stop,
+                      on_wait=self.heartbeat):
+            self.counters.frames_out += 1
+        else:
+            self._drop(frame, "stopped")
+
+    def _on_event(self, msg: EndOfStream | Reset) -> None:
+        self.stage.end_source(msg.source)
+        if self.sink is not None:
+            self.sink.event(msg)
+        if isinstance(msg, EndOfStream):
+            self.ended.add(msg.source)
+            log.info("stage %s: end of stream for source=%s (%s)", self.spec.name, msg.source, msg.reason)
+        if self.out is not None:
+            send_parts(self.out, encode_message(msg), block=True, timeout_s=0.2, should_stop=self.stop,
+                       on_wait=self.heartbeat)

@@ -1,0 +1,109 @@
+"""The last stage of every pipeline: runs the configured sinks and keeps, per
+source, what arrived (seq ranges, order, end-to-end and per-hop latency) for
+the run summary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from stream.config import Config
+from stream.messages import EndOfStream, Frame, Reset, SourceReport
+from stream.sinks import MAX_CONSECUTIVE_FAILURES, Sink
+from stream.stage import LatencyWindow, StageBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _SourceStats:
+    frames: int = -1
+    received: int = 0
+    ranges: list[list[int]] = field(default_factory=list)
+    last_seq: int = -1
+    out_of_order: int = 0
+    latency: LatencyWindow = field(default_factory=lambda: LatencyWindow(100_000))
+    hops: dict[str, LatencyWindow] = field(default_factory=dict)
+    first_ns: int = 0
+    last_ns: int = 0
+
+
+class OutputStage(StageBase):
+    name = "output"
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+        self._failures = {s.name: 0 for s in self.sinks}
+        self._stats: dict[str, _SourceStats] = {}
+
+    def write(self, frame: Frame) -> None:
+        """Called by the runner with the stamped frame (after ``process``)."""
+        now = time.time_ns()
+        st = self._stats.setdefault(frame.source, _SourceStats())
+        seq = frame.seq
+        if seq <= st.last_seq:
+            st.out_of_order += 1
+        elif st.ranges and st.ranges[-1][1] == seq - 1:
+            st.ranges[-1][1] = seq
+        else:
+            st.ranges.append([seq, seq])
+        st.last_seq = max(st.last_seq, seq)
+        st.received += 1
+        st.first_ns = st.first_ns or now
+        st.last_ns = now
+        st.latency.add((now - frame.header.capture_ns) / 1e6)
+        stamps = frame.header.stamps
+        for (_, t0), (name, t1) in zip(stamps, stamps[1:], strict=False):
+            st.hops.setdefault(name, LatencyWindow(100_000)).add((t1 - t0) / 1e6)
+        for sink in list(self.sinks):
+            try:
+                sink.write(frame)
+                self._failures[sink.name] = 0
+            except Exception as exc:  # noqa: BLE001 — one failing sink must not stop the others
+                self._failures[sink.name] += 1
+                log.error("source=%s seq=%d sink %s failed: %s", frame.source, seq, sink.name, exc)
+                if self._failures[sink.name] >= MAX_CONSECUTIVE_FAILURES:
+                    log.error("sink %s disabled after %d failures in a row", sink.name, MAX_CONSECUTIVE_FAILURES)
+                    self.sinks.remove(sink)
+
+    def event(self, msg: EndOfStream | Reset) -> None:
+        if isinstance(msg, EndOfStream):
+            self._stats.setdefault(msg.source, _SourceStats()).frames = msg.frames
+
+    def end_source(self, source: str) -> None:
+        for sink in self.sinks:
+            try:
+                sink.end_source(source)
+            except Exception as exc:  # noqa: BLE001
+                log.error("source=%s sink %s failed at end of stream: %s", source, sink.name, exc)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001
+                log.error("sink %s failed to close: %s", sink.name, exc)
+
+    def reports(self) -> tuple[SourceReport, ...]:
+        return tuple(
+            SourceReport(
+                source=src, frames=st.frames if st.frames >= 0 else st.last_seq + 1, received=st.received,
+                received_ranges=tuple((a, b) for a, b in st.ranges), out_of_order=st.out_of_order,
+                latency_ms=st.latency.quantiles(), hop_ms={k: w.quantiles() for k, w in st.hops.items()},
+                first_ns=st.first_ns, last_ns=st.last_ns,
+            )
+            for src, st in self._stats.items()
+        )
+
+
+def build(config: Config) -> OutputStage:
+    from pathlib import Path
+
+    from stream.sinks.jsonl import JsonlSink
+
+    sinks: list[Sink] = []
+    if config.sinks.jsonl.path:
+        sinks.append(JsonlSink(Path(config.sinks.jsonl.path)))
+    return OutputStage(sinks)

@@ -1,0 +1,375 @@
+"""The supervisor (``stream run``): creates the shared-memory rings and sockets,
+spawns one process per capture and per stage, restarts a process that crashes
+or stops heartbeating (with backoff; too many crashes stop the run), serves
+/metrics and /healthz, shuts down in order on SIGINT/SIGTERM (sources stop,
+in-flight frames drain, sinks finalize) and leaves no process, ipc file or
+shared-memory segment behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from stream.config import Config
+from stream.errors import ProtocolError, SupervisorError
+from stream.messages import Control, DropRecord, Heartbeat, RunReport, decode_control, encode_control
+from stream.metrics import MetricsServer
+from stream.sources import open_source
+from stream.summary import RunSummary, summarize_source
+from stream.transport import FrameRing, check_tcp_port_free, open_socket, recv_parts, shm_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Proc:
+    """One supervised process (a capture or a stage)."""
+
+    name: str
+    request: dict[str, Any]
+    popen: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    last_hb: float = 0.0
+    hb: Heartbeat | None = None
+    crashes: deque[float] = field(default_factory=deque)
+    restarts: int = 0
+    restart_at: float | None = None
+    finished: bool = False
+    exit_code: int | None = None
+
+    @property
+    def is_capture(self) -> bool:
+        return self.request["role"] == "capture"
+
+
+class Supervisor:
+    def __init__(self, config: Config, *, log_level: str = "info") -> None:
+        self.config = config
+        self.log_level = log_level
+        self.run_id = uuid.uuid4().hex[:8]
+        self.procs: list[Proc] = []
+        self.drops: list[DropRecord] = []
+        self.report: RunReport | None = None
+        self.rings: list[FrameRing] = []
+        self.run_dir: Path | None = None
+        self.metrics: MetricsServer | None = None
+        self._lock = threading.Lock()
+        self._stopping: str | None = None
+        self._last_progress = (0, time.monotonic())
+        self._drained_at = 0.0
+        self._source_states: dict[str, str] = {}
+
+    # --- set-up --------------------------------------------------------------
+    def prepare(self) -> None:
+        """Probe every source and create rings and sockets; nothing is spawned yet.
+        Raises SourceError / TransportError with a message a user can act on."""
+        cfg = self.config
+        infos = {}
+        for s in cfg.sources:
+            src = open_source(s)
+            try:
+                infos[s.id] = src.open()
+            finally:
+                src.close()
+        if cfg.metrics.enabled:
+            check_tcp_port_free(cfg.metrics.host, cfg.metrics.port, "metrics.port")
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"stream-{self.run_id}-"))
+        for s in cfg.sources:
+            info = infos[s.id]
+            path = shm_dir() / f"stream-{self.run_id}-{s.id}.ring"
+            self.rings.append(FrameRing.create(path, s.ring_slots, info.width * info.height * 3))
+        self._zctx = zmq.Context()
+        self._hb_ep = self._endpoint("supervisor.hb")
+        self._ctl_ep = self._endpoint("supervisor.ctl")
+        self.hb_sock = open_socket(self._zctx, f"pull+bind:{self._hb_ep}", hwm=10000)
+        self.ctl_sock = open_socket(self._zctx, f"pub+bind:{self._ctl_ep}", hwm=100)
+        self._build_procs(infos)
+        if cfg.metrics.enabled:
+            self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health)
+
+    def _endpoint(self, name: str) -> str:
+        t = self.config.transport
+        if t.endpoints == "ipc":
+            assert self.run_dir is not None
+            return f"ipc://{self.run_dir}/{name}"
+        if t.tcp_base_port:
+            port = t.tcp_base_port + len(getattr(self, "_ports", []))
+            check_tcp_port_free(t.tcp_host, port, "transport.tcp_base_port")
+        else:
+            with socket.socket() as s:
+                s.bind((t.tcp_host, 0))
+                port = s.getsockname()[1]
+        self._ports = [*getattr(self, "_ports", []), port]
+        return f"tcp://{t.tcp_host}:{port}"
+
+    def _build_procs(self, infos: dict[str, Any]) -> None:
+        cfg = self.config
+        names = [f"{n}#{i}" if cfg.pipeline.count(n) > 1 else n for i, n in enumerate(cfg.pipeline)]
+        names.append("output")
+        inputs = [self._endpoint(f"{n}.in") for n in names]
+        config_json = cfg.model_dump(mode="json")
+        sources = [s.id for s in cfg.sources]
+        inline = cfg.transport.pixels == "inline"
+        for i, name in enumerate(names):
+            spec = {
+                "name": name, "input": f"pull+bind:{inputs[i]}",
+                "output": f"push+connect:{inputs[i + 1]}" if i + 1 < len(names) else None,
+                "heartbeat": f"push+connect:{self._hb_ep}", "control": f"sub+connect:{self._ctl_ep}",
+                "ring_dir": str(shm_dir()), "sources": sources, "inline_pixels": inline,
+                "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
+            }
+            self.procs.append(Proc(name, {"role": "stage", "config": config_json, "spec": spec}))
+        for s, ring in zip(cfg.sources, self.rings, strict=True):
+            live = s.live or bool(getattr(infos[s.id], "live", False))
+            spec = {
+                "source_id": s.id, "output": f"push+connect:{inputs[0]}", "heartbeat": f"push+connect:{self._hb_ep}",
+                "ring_path": str(ring.path), "live": live, "inline_pixels": inline, "max_frames": s.max_frames,
+                "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
+                "random_weights": cfg.random_weights,
+            }
+            self.procs.append(Proc(f"capture:{s.id}", {"role": "capture", "config": config_json, "spec": spec}))
+
+    # --- process control -------------------------------------------------------
+    def _spawn(self, proc: Proc) -> None:
+        request = {**proc.request, "log_level": self.log_level}
+        proc.popen = subprocess.Popen([sys.executable, "-m", "stream.worker"], stdin=subprocess.PIPE)
+        assert proc.popen.stdin is not None
+        proc.popen.stdin.write(json.dumps(request).encode())
+        proc.popen.stdin.close()
+        proc.started = time.monotonic()
+        proc.last_hb = proc.started
+        proc.hb = None
+        proc.restart_at = None
+        log.debug("started %s (pid %d)", proc.name, proc.popen.pid)
+
+    def request_stop(self, why: str) -> None:
+        """Begin an ordered shutdown: sources stop, in-flight frames drain."""
+        if self._stopping:
+            return
+        self._stopping = why
+        self._stop_deadline = time.monotonic() + self.config.supervisor.shutdown_timeout_s
+        log.info("stopping (%s): sources stop, in-flight frames drain", why)
+        for p in self.procs:
+            if p.is_capture and p.popen and p.popen.poll() is None:
+                p.popen.send_signal(signal.SIGTERM)
+
+    def run(self) -> RunSummary:
+        """Run to the end of all sources (or a stop request); returns the summary."""
+        t0 = time.monotonic()
+        if self.metrics:
+            self.metrics.start()
+        for p in self.procs:  # output first: every stage binds its input before upstream sends
+            self._spawn(p)
+        try:
+            while not self._done():
+                self._pump_heartbeats(timeout_ms=100)
+                self._check_procs()
+                self._maybe_drain()
+                if self._stopping and time.monotonic() > self._stop_deadline:
+                    log.warning("shutdown deadline passed; terminating remaining processes")
+                    break
+        finally:
+            self._terminate_all()
+        return self._summary(time.monotonic() - t0)
+
+    def _done(self) -> bool:
+        output = next(p for p in self.procs if p.name == "output")
+        return output.finished and all(p.finished or p.popen is None or p.popen.poll() is not None
+                                       for p in self.procs)
+
+    def _pump_heartbeats(self, timeout_ms: int) -> None:
+        parts = recv_parts(self.hb_sock, timeout_ms)
+        while parts is not None:
+            try:
+                msg = decode_control(parts[0])
+            except ProtocolError as exc:
+                log.warning("ignoring a bad heartbeat: %s", exc)
+            else:
+                with self._lock:
+                    if isinstance(msg, Heartbeat):
+                        self._on_heartbeat(msg)
+                    elif isinstance(msg, RunReport):
+                        self.report = msg
+            parts = recv_parts(self.hb_sock, 0)
+
+    def _on_heartbeat(self, hb: Heartbeat) -> None:
+        proc = next((p for p in self.procs if p.name == hb.stage), None)
+        if proc is None or proc.popen is None or proc.popen.pid != hb.pid:
+            return  # a late heartbeat from a process that was replaced
+        proc.hb = hb
+        proc.last_hb = time.monotonic()
+        self.drops.extend(hb.drops)
+        self._source_states.update(hb.source_state)
+        if hb.state == "failed" and hb.detail:
+            log.error("%s: %s", proc.name, hb.detail)
+
+    def _check_procs(self) -> None:
+        now = time.monotonic()
+        sup = self.config.supervisor
+        for p in self.procs:
+            if p.finished:
+                continue
+            if p.restart_at is not None:
+                if now >= p.restart_at:
+                    p.restarts += 1
+                    log.warning("restarting %s (restart %d)", p.name, p.restarts)
+                    self._spawn(p)
+                continue
+            assert p.popen is not None
+            rc = p.popen.poll()
+            if rc is None:
+                state = p.hb.state if p.hb else "starting"
+                limit = sup.startup_timeout_s if state == "starting" else sup.heartbeat_timeout_s
+                if now - p.last_hb > limit:
+                    log.error("%s sent no heartbeat for %.0f s; killing it", p.name, now - p.last_hb)
+                    p.popen.kill()
+                    p.popen.wait()
+                    self._crashed(p, "no heartbeat")
+                continue
+            if rc == 0 or (p.is_capture and rc == 3) or self._stopping:
+                p.finished, p.exit_code = True, rc
+                if rc == 3:
+                    self._source_states[p.request["spec"]["source_id"]] = "failed"
+                continue
+            self._crashed(p, f"exit code {rc}" if rc > 0 else f"killed by signal {-rc}")
+
+    def _crashed(self, p: Proc, why: str) -> None:
+        now = time.monotonic()
+        sup = self.config.supervisor
+        p.crashes.append(now)
+        while p.crashes and now - p.crashes[0] > sup.crash_window_s:
+            p.crashes.popleft()
+        if len(p.crashes) >= sup.max_crashes:
+            raise SupervisorError(
+                f"stage {p.name} crashed {len(p.crashes)} times in {sup.crash_window_s:.0f} s (last: {why}); "
+                "stopping the run — see the log lines above for its error"
+            )
+        backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2 ** (len(p.crashes) - 1))
+        log.error("%s crashed (%s); restarting in %.1f s", p.name, why, backoff)
+        p.restart_at = now + backoff
+
+    def _maybe_drain(self) -> None:
+        """An end-of-stream lost with a crashed stage would leave the chain waiting:
+        once every capture has finished and nothing moved for drain_idle_s, tell the
+        stages to end their remaining sources."""
+        captures = [p for p in self.procs if p.is_capture]
+        if not all(p.finished for p in captures):
+            return
+        progress = sum(p.hb.frames_in + p.hb.frames_out for p in self.procs if p.hb)
+        now = time.monotonic()
+        if progress != self._last_progress[0]:
+            self._last_progress = (progress, now)
+            return
+        busy = any(p.restart_at is not None for p in self.procs)
+        idle = now - self._last_progress[1]
+        if not busy and idle > self.config.supervisor.drain_idle_s and now - self._drained_at > 2.0:
+            log.warning("pipeline idle after end of input; draining the stages")
+            self.ctl_sock.send(encode_control(Control("drain")))
+            self._drained_at = now
+
+    def _terminate_all(self) -> None:
+        alive = [p.popen for p in self.procs if p.popen and p.popen.poll() is None]
+        for popen in alive:
+            popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 1.5
+        for popen in alive:
+            try:
+                popen.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+        self._pump_heartbeats(timeout_ms=0)
+
+    def close(self) -> None:
+        """Release everything: sockets, rings, ipc files, metrics server."""
+        if self.metrics:
+            self.metrics.close()
+        for attr in ("hb_sock", "ctl_sock"):
+            sock = getattr(self, attr, None)
+            if sock is not None:
+                sock.close(0)
+        if hasattr(self, "_zctx"):
+            self._zctx.term()
+        for ring in self.rings:
+            ring.unlink()
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # --- reporting -----------------------------------------------------------
+    def _summary(self, wall_s: float) -> RunSummary:
+        reports = {r.source: r for r in (self.report.sources if self.report else ())}
+        sources = []
+        for s in self.config.sources:
+            cap = next(p for p in self.procs if p.name == f"capture:{s.id}")
+            read = (cap.hb.last_seq.get(s.id, -1) + 1) if cap.hb else 0
+            sources.append(summarize_source(reports.get(s.id), s.id, read, self.drops,
+                                            self._source_states.get(s.id, "done")))
+        return RunSummary(sources, {p.name: p.restarts for p in self.procs}, wall_s,
+                          random_weights=self.config.random_weights, stopped_by=self._stopping or "end of input")
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            stages: dict[str, Any] = {}
+            prev_seq: dict[str, int] = {}
+            for p in sorted(self.procs, key=lambda p: not p.is_capture):
+                hb = p.hb
+                last = dict(hb.last_seq) if hb else {}
+                stages[p.name] = {
+                    "frames_in": hb.frames_in if hb else 0, "frames_out": hb.frames_out if hb else 0,
+                    "errors": hb.errors if hb else 0, "latency_ms": hb.latency_ms if hb else (0.0, 0.0),
+                    "restarts": p.restarts, "up": bool(p.popen and p.popen.poll() is None),
+                    "state": hb.state if hb else "starting",
+                    "queue_depth": {k: max(0, prev_seq[k] - v) for k, v in last.items() if k in prev_seq}
+                    if not p.is_capture else {},
+                }
+                if p.is_capture:
+                    prev_seq.update(last)
+                else:
+                    prev_seq = {**prev_seq, **last}
+            drops: dict[tuple[str, str], int] = {}
+            for d in self.drops:
+                drops[(d.source, d.reason)] = drops.get((d.source, d.reason), 0) + d.last - d.first + 1
+            return {"stages": stages, "drops": drops}
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        snap = self.snapshot()
+        ok = all(st["up"] or st["state"] == "done" for st in snap["stages"].values())
+        return ok, {"status": "ok" if ok else "degraded", "run": self.run_id,
+                    "stages": {k: {"up": v["up"], "state": v["state"], "restarts": v["restarts"]}
+                               for k, v in snap["stages"].items()},
+                    "sources": dict(self._source_states)}
+
+
+def run_pipeline(config: Config, *, log_level: str = "info") -> RunSummary:
+    """Prepare, run and clean up; SIGINT/SIGTERM trigger an ordered shutdown."""
+    sup = Supervisor(config, log_level=log_level)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        sup.request_stop(signal.Signals(signum).name)
+
+    try:
+        sup.prepare()
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        return sup.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sup.close()

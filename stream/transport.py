@@ -1,0 +1,284 @@
+"""All ZeroMQ sockets and shared-memory frame rings live here.
+
+Endpoints are written ``KIND+bind:ADDRESS`` or ``KIND+connect:ADDRESS`` (as in
+Savant), e.g. ``pull+bind:ipc:///tmp/stream-x/detect.in`` or
+``push+connect:tcp://127.0.0.1:5601``.
+
+Frame rings: one file per source under /dev/shm (a tmpfs), mapped by every
+process that touches that source's pixels. Layout::
+
+    [header 4096 B: magic, slots, slot_bytes, released_seq, next_seq]
+    [slot table: slots × 8 int64: generation, seq, height, width, channels, nbytes, pts, 0]
+    [slot data: slots × slot_bytes, each 4096-aligned]
+
+A slot's generation is odd while the writer fills it and even once written
+(a seqlock). A reader checks the generation its FrameRef carries before and
+after using the pixels: a mismatch means the slot was overwritten, and the
+frame is dropped and counted — never used torn. ``released_seq`` is written by
+the last stage: frames up to it are done, so a file source (backpressure)
+waits for it before reusing a slot, while a live source never waits.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from stream.errors import TransportError
+from stream.messages import PixelRef
+
+_KINDS = {"push": zmq.PUSH, "pull": zmq.PULL, "pub": zmq.PUB, "sub": zmq.SUB}
+_MAGIC = 0x5354524D52494E47  # "STRMRING"
+_HEADER_BYTES = 4096
+_SLOT_FIELDS = 8
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: str
+    bind: bool
+    address: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Endpoint:
+        """'push+bind:ipc:///x' → Endpoint('push', True, 'ipc:///x')."""
+        head, sep, address = spec.partition(":")
+        kind, plus, mode = head.partition("+")
+        if not sep or not plus or kind not in _KINDS or mode not in ("bind", "connect"):
+            raise TransportError(
+                f"bad endpoint {spec!r}: expected KIND+bind:ADDRESS or KIND+connect:ADDRESS "
+                f"with KIND in {sorted(_KINDS)}"
+            )
+        if not address.startswith(("ipc://", "tcp://", "inproc://")):
+            raise TransportError(f"bad endpoint {spec!r}: address must start with ipc://, tcp:// or inproc://")
+        return cls(kind, mode == "bind", address)
+
+    def __str__(self) -> str:
+        return f"{self.kind}+{'bind' if self.bind else 'connect'}:{self.address}"
+
+
+def open_socket(ctx: zmq.Context[Any], spec: str | Endpoint, *, hwm: int = 4, subscribe: bytes = b"") -> zmq.Socket[Any]:
+    """A socket for ``spec`` with send/receive high-water marks of ``hwm`` messages.
+
+    linger is 0 so closing never blocks on a dead peer. A bind to an address in
+    use raises TransportError naming it.
+    """
+    ep = spec if isinstance(spec, Endpoint) else Endpoint.parse(spec)
+    sock = ctx.socket(_KINDS[ep.kind])
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    if ep.kind == "sub":
+        sock.setsockopt(zmq.SUBSCRIBE, subscribe)
+    try:
+        if ep.bind:
+            sock.bind(ep.address)
+        else:
+            sock.connect(ep.address)
+    except zmq.ZMQError as exc:
+        sock.close()
+        raise TransportError(f"cannot {'bind' if ep.bind else 'connect'} {ep.address}: {exc.strerror}") from exc
+    return sock
+
+
+def send_parts(sock: zmq.Socket[Any], parts: list[Any], *, block: bool, timeout_s: float,
+               should_stop: Callable[[], bool] = lambda: False, on_wait: Callable[[], None] = lambda: None) -> bool:
+    """Send a multipart message. block=False: one try, False when the peer is full
+    (a live source drops at the edge). block=True: wait (backpressure), calling
+    ``on_wait`` every ``timeout_s`` so the caller can heartbeat, until sent or
+    ``should_stop()``; returns whether it was sent."""
+    flags = 0 if block else zmq.NOBLOCK
+    if block:
+        sock.setsockopt(zmq.SNDTIMEO, max(1, int(timeout_s * 1000)))
+    while True:
+        try:
+            sock.send_multipart(parts, flags=flags, copy=False)
+            return True
+        except zmq.Again:
+            if not block or should_stop():
+                return False
+            on_wait()
+
+
+def recv_parts(sock: zmq.Socket[Any], timeout_ms: int) -> list[zmq.Frame] | None:
+    """Receive one multipart message, or None after ``timeout_ms``."""
+    if sock.poll(timeout_ms, zmq.POLLIN):
+        return sock.recv_multipart(copy=False)  # type: ignore[no-any-return]
+    return None
+
+
+def check_tcp_port_free(host: str, port: int, key: str) -> None:
+    """Raise TransportError naming ``key`` when host:port cannot be bound."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise TransportError(
+                f"{key}: {host}:{port} is already in use ({exc.strerror}); "
+                f"choose another with --set {key}=N (0 picks a free port)"
+            ) from exc
+
+
+def shm_dir() -> Path:
+    """Where rings live: /dev/shm when present (tmpfs), else the temp dir."""
+    d = Path("/dev/shm")
+    return d if d.is_dir() and os.access(d, os.W_OK) else Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+class FrameRing:
+    """A fixed ring of frame slots in a shared-memory file (see module doc).
+
+    Created once by the supervisor (``create``), attached by capture and stages
+    (``attach``); the supervisor unlinks it at the end of the run.
+    """
+
+    def __init__(self, path: Path, mm: mmap.mmap) -> None:
+        self.path = path
+        self.name = path.name
+        self._mm = mm
+        head = np.ndarray((8,), dtype=np.int64, buffer=mm, offset=0)
+        if int(head[0]) != _MAGIC:
+            raise TransportError(f"{path} is not a frame ring (bad magic)")
+        self.slots = int(head[1])
+        self.slot_bytes = int(head[2])
+        self._head = head
+        self._table = np.ndarray((self.slots, _SLOT_FIELDS), dtype=np.int64, buffer=mm, offset=_HEADER_BYTES)
+        self._data_offset = _align(_HEADER_BYTES + self.slots * _SLOT_FIELDS * 8)
+
+    @classmethod
+    def create(cls, path: Path, slots: int, slot_bytes: int) -> FrameRing:
+        slot_bytes = _align(slot_bytes)
+        size = _align(_HEADER_BYTES + slots * _SLOT_FIELDS * 8) + slots * slot_bytes
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise TransportError(f"cannot create frame ring {path}: {exc.strerror}") from exc
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        head = np.ndarray((8,), dtype=np.int64, buffer=mm, offset=0)
+        head[:] = (_MAGIC, slots, slot_bytes, -1, 0, 0, 0, 0)
+        return cls(path, mm)
+
+    @classmethod
+    def attach(cls, path: Path) -> FrameRing:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            raise TransportError(f"cannot open frame ring {path}: {exc.strerror}") from exc
+        try:
+            mm = mmap.mmap(fd, 0)
+        finally:
+            os.close(fd)
+        return cls(path, mm)
+
+    # --- shared counters -------------------------------------------------
+    @property
+    def released_seq(self) -> int:
+        """Highest seq the last stage has finished with (-1: none)."""
+        return int(self._head[3])
+
+    def release(self, seq: int) -> None:
+        if seq > self._head[3]:
+            self._head[3] = seq
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the capture writes next; a restarted capture resumes here."""
+        return int(self._head[4])
+
+    def set_next_seq(self, seq: int) -> None:
+        self._head[4] = seq
+
+    # --- writer ----------------------------------------------------------
+    def slot_free(self, seq: int) -> bool:
+        """True when writing ``seq`` would not overwrite a frame still in the pipeline."""
+        return seq - self.slots <= self.released_seq
+
+    def write(self, seq: int, image: np.ndarray, pts: int = 0) -> PixelRef:
+        """Copy ``image`` (H×W×C uint8) into slot seq % slots; returns its reference."""
+        if image.dtype != np.uint8 or image.ndim != 3:
+            raise TransportError(f"ring {self.name}: expected H×W×C uint8, got {image.dtype} {image.shape}")
+        if image.nbytes > self.slot_bytes:
+            raise TransportError(
+                f"ring {self.name}: frame {image.shape} ({image.nbytes} B) exceeds slot size {self.slot_bytes} B"
+            )
+        slot = seq % self.slots
+        row = self._table[slot]
+        gen = int(row[0]) + 1  # odd: being written
+        row[0] = gen
+        h, w, c = image.shape
+        dst = np.ndarray((h, w, c), dtype=np.uint8, buffer=self._mm, offset=self._data_offset + slot * self.slot_bytes)
+        np.copyto(dst, image)
+        row[1:7] = (seq, h, w, c, image.nbytes, pts)
+        row[0] = gen + 1  # even: committed
+        return PixelRef(self.name, slot, gen + 1, h, w, c)
+
+    # --- reader ----------------------------------------------------------
+    def view(self, ref: PixelRef) -> np.ndarray:
+        """Read-only H×W×C view of the slot (zero copy). Check ``valid`` after use."""
+        a = np.ndarray((ref.height, ref.width, ref.channels), dtype=np.uint8, buffer=self._mm,
+                       offset=self._data_offset + ref.slot * self.slot_bytes)
+        a.flags.writeable = False
+        return a
+
+    def valid(self, ref: PixelRef) -> bool:
+        """False when the slot has been (or is being) overwritten since ``ref`` was made."""
+        return int(self._table[ref.slot, 0]) == ref.generation
+
+    def close(self) -> None:
+        try:
+            self._mm.close()
+        except BufferError:
+            pass  # a numpy view still refers to it; the mapping goes with the process
+
+    def unlink(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _align(n: int, to: int = 4096) -> int:
+    return (n + to - 1) // to * to
+
+
+class RingCache:
+    """Attach rings by name on first use (a stage sees several sources)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._rings: dict[str, FrameRing] = {}
+
+    def get(self, name: str) -> FrameRing:
+        ring = self._rings.get(name)
+        if ring is None:
+            if "/" in name or name.startswith("."):
+                raise TransportError(f"bad ring name {name!r}")
+            ring = self._rings[name] = FrameRing.attach(self._dir / name)
+        return ring
+
+    def close(self) -> None:
+        for ring in self._rings.values():
+            ring.close()
+        self._rings.clear()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.0005) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True

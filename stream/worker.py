@@ -1,0 +1,64 @@
+"""Entry point of every stage and capture process: ``python -m stream.worker``.
+
+The supervisor writes one JSON object to our stdin: {"role": "capture"|"stage",
+"config": {...}, "spec": {...}, "log_level": "info"}. Config travels on stdin,
+never on the command line, so secrets in it (RTSP passwords) never show in
+/proc/*/cmdline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from stream.errors import StreamError
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read())
+    logging.basicConfig(
+        level=getattr(logging, request.get("log_level", "info").upper()),
+        format="%(asctime)s %(levelname)s [%(worker)s] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("super_gradients", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    role = request["role"]
+    worker_name = request["spec"].get("name") or f"capture:{request['spec'].get('source_id')}"
+    old_factory = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        record = old_factory(*args, **kwargs)
+        record.worker = worker_name
+        return record
+
+    logging.setLogRecordFactory(factory)
+    from stream.config import Config
+
+    config = Config.model_validate(request["config"])
+    try:
+        if role == "capture":
+            from stream.capture import CaptureRunner, CaptureSpec
+            from stream.sources import open_source
+
+            cspec = CaptureSpec(**request["spec"])
+            source_cfg = next(s for s in config.sources if s.id == cspec.source_id)
+            return CaptureRunner(open_source(source_cfg), cspec).run()
+        from stream.stage import StageRunner, WorkerSpec
+        from stream.stages import build_stage
+
+        spec = WorkerSpec(**{**request["spec"], "sources": tuple(request["spec"]["sources"])})
+        if spec.output is None:
+            from stream.stages.output import build as build_output
+
+            out = build_output(config)
+            return StageRunner(out, spec, sink=out).run()
+        return StageRunner(build_stage(spec.name.split("#")[0], config), spec).run()
+    except StreamError as exc:
+        logging.getLogger("stream.worker").error("%s", exc)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
