@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +24,10 @@ _ENV_REF = re.compile(r"\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+StrictModel = _Model  # base for stage and sink sections defined in their own modules
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class SyntheticConfig(_Model):
@@ -77,7 +81,15 @@ class JsonlSinkConfig(_Model):
 
 
 class SinksConfig(_Model):
+    """Each section other than jsonl is validated by its sink's own model
+    (``validate_section``) when the output stage builds it; an empty section
+    means the sink is off."""
+
     jsonl: JsonlSinkConfig = JsonlSinkConfig()
+    publish: dict[str, Any] = {}
+    record: dict[str, Any] = {}
+    live: dict[str, Any] = {}
+    restream: dict[str, Any] = {}
 
 
 class TransportConfig(_Model):
@@ -167,6 +179,15 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     return config
 
 
+def validate_section(model: type[_M], data: Mapping[str, Any], key: str) -> _M:
+    """Validate a stage's or sink's own section (e.g. ``detect``, ``sinks.publish``)
+    against its model; errors name the dotted key under ``key``."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(f"config error: {key}.{_describe(exc, model)}") from None
+
+
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node: Any = data
@@ -204,14 +225,14 @@ def _resolve_env(node: Any, env: Mapping[str, str], where: str) -> Any:
     return node
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, root: type[BaseModel] | None = None) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "top level"
     kind = err["type"]
     value = err.get("input")
     if kind == "extra_forbidden":
         parent_loc = err["loc"][:-1]
-        allowed = _allowed_keys(parent_loc)
+        allowed = _allowed_keys(parent_loc, root or Config)
         return f"{key}: unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     if kind == "missing":
         return f"{key}: required key is missing"
@@ -222,8 +243,8 @@ def _describe(exc: ValidationError) -> str:
     return f"{key}: {msg} (got {value!r})"
 
 
-def _allowed_keys(loc: Sequence[Any]) -> list[str]:
-    model: Any = Config
+def _allowed_keys(loc: Sequence[Any], root: type[BaseModel]) -> list[str]:
+    model: Any = root
     for part in loc:
         if isinstance(part, int):
             continue

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from stream.config import Config
 from stream.messages import EndOfStream, Frame, Reset, SourceReport
@@ -33,8 +35,9 @@ class _SourceStats:
 class OutputStage(StageBase):
     name = "output"
 
-    def __init__(self, sinks: Sequence[Sink]) -> None:
+    def __init__(self, sinks: Sequence[Sink], annotator: Callable[[Frame], np.ndarray] | None = None) -> None:
         self.sinks = list(sinks)
+        self.annotator = annotator
         self._failures = {s.name: 0 for s in self.sinks}
         self._stats: dict[str, _SourceStats] = {}
 
@@ -57,9 +60,15 @@ class OutputStage(StageBase):
         stamps = frame.header.stamps
         for (_, t0), (name, t1) in zip(stamps, stamps[1:], strict=False):
             st.hops.setdefault(name, LatencyWindow(100_000)).add((t1 - t0) / 1e6)
+        annotated: Frame | None = None
         for sink in list(self.sinks):
             try:
-                sink.write(frame)
+                if getattr(sink, "wants_annotated", False) and frame.image is not None and self.annotator:
+                    if annotated is None:  # drawn once per frame, shared by every sink that shows it
+                        annotated = frame.evolve(image=self.annotator(frame))
+                    sink.write(annotated)
+                else:
+                    sink.write(frame)
                 self._failures[sink.name] = 0
             except Exception as exc:  # noqa: BLE001 — one failing sink must not stop the others
                 self._failures[sink.name] += 1
@@ -98,7 +107,17 @@ class OutputStage(StageBase):
         )
 
 
+# sink name -> module defining build(section: dict, config: Config) -> Sink
+SINK_MODULES = {
+    "publish": "stream.sinks.publish",
+    "record": "stream.sinks.record",
+    "live": "stream.sinks.live",
+    "restream": "stream.sinks.restream",
+}
+
+
 def build(config: Config) -> OutputStage:
+    from importlib import import_module
     from pathlib import Path
 
     from stream.sinks.jsonl import JsonlSink
@@ -106,4 +125,13 @@ def build(config: Config) -> OutputStage:
     sinks: list[Sink] = []
     if config.sinks.jsonl.path:
         sinks.append(JsonlSink(Path(config.sinks.jsonl.path)))
-    return OutputStage(sinks)
+    for name, module in SINK_MODULES.items():
+        section = getattr(config.sinks, name)
+        if section and section.get("enabled", True):
+            sinks.append(import_module(module).build(section, config))
+    annotator = None
+    if any(getattr(s, "wants_annotated", False) for s in sinks):
+        from stream.render import build_annotator
+
+        annotator = build_annotator(config)
+    return OutputStage(sinks, annotator)
