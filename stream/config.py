@@ -8,6 +8,7 @@ line naming the dotted key, the bad value and what is allowed, e.g.::
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -152,7 +153,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     """Read YAML ``path`` (or start from ``base``), apply ``--set`` overrides, resolve
     ``${ENV:NAME}`` from ``env`` and validate. Raises ConfigError."""
     label = str(path) if path is not None else "config"
-    data: Any = dict(base or {})
+    data: Any = copy.deepcopy(dict(base or {}))
     if path is not None:
         p = Path(path)
         if not p.is_file():

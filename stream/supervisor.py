@@ -334,6 +334,7 @@ class Supervisor:
                     "frames_in": hb.frames_in if hb else 0, "frames_out": hb.frames_out if hb else 0,
                     "errors": hb.errors if hb else 0, "latency_ms": hb.latency_ms if hb else (0.0, 0.0),
                     "restarts": p.restarts, "up": bool(p.popen and p.popen.poll() is None),
+                    "pid": p.popen.pid if p.popen else None,
                     "state": hb.state if hb else "starting",
                     "queue_depth": {k: max(0, prev_seq[k] - v) for k, v in last.items() if k in prev_seq}
                     if not p.is_capture else {},
@@ -351,7 +352,8 @@ class Supervisor:
         snap = self.snapshot()
         ok = all(st["up"] or st["state"] == "done" for st in snap["stages"].values())
         return ok, {"status": "ok" if ok else "degraded", "run": self.run_id,
-                    "stages": {k: {"up": v["up"], "state": v["state"], "restarts": v["restarts"]}
+                    "stages": {k: {"up": v["up"], "state": v["state"], "restarts": v["restarts"], "pid": v["pid"],
+                                   "frames_out": v["frames_out"]}
                                for k, v in snap["stages"].items()},
                     "sources": dict(self._source_states)}
 

@@ -19,7 +19,7 @@ def open_source(cfg: SourceConfig) -> Source:
     if cfg.type == "folder":
         from stream.sources.folder import FolderSource
 
-        return FolderSource(Path(cfg.path or ""), fps=cfg.fps or 10.0)
+        return FolderSource(Path(cfg.path or ""), fps=cfg.fps or 10.0, live=cfg.live)
     if cfg.type == "synthetic":
         from stream.sources.synthetic import SyntheticParams, SyntheticSource
 

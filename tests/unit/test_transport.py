@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zmq
+
+from stream.errors import TransportError
+from stream.transport import Endpoint, FrameRing, open_socket, recv_parts, send_parts
+
+
+@pytest.fixture
+def ring(tmp_path):
+    r = FrameRing.create(tmp_path / "r.ring", slots=4, slot_bytes=16 * 16 * 3)
+    yield r
+    r.unlink()
+
+
+def test_reader_sees_what_the_writer_wrote(ring, tmp_path):
+    img = np.random.default_rng(1).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    ref = ring.write(5, img, pts=50)
+    reader = FrameRing.attach(tmp_path / "r.ring")
+    assert reader.valid(ref)
+    np.testing.assert_array_equal(reader.view(ref), img)
+    assert not reader.view(ref).flags.writeable
+
+
+def test_an_overwritten_slot_is_detected_never_read_as_valid(ring):
+    a = np.zeros((16, 16, 3), np.uint8)
+    ref = ring.write(0, a)
+    ring.write(ring.slots, a + 1)  # same slot, next lap
+    assert not ring.valid(ref)
+
+
+def test_backpressure_accounting(ring):
+    assert all(ring.slot_free(s) for s in range(ring.slots))
+    assert not ring.slot_free(ring.slots)  # would overwrite seq 0, not yet released
+    ring.release(0)
+    assert ring.slot_free(ring.slots)
+    ring.release(-5)  # release never goes backwards
+    assert ring.released_seq == 0
+
+
+def test_oversized_frame_is_refused_with_sizes(ring):
+    with pytest.raises(TransportError, match="exceeds slot size"):
+        ring.write(0, np.zeros((64, 64, 3), np.uint8))
+
+
+@pytest.mark.parametrize("spec", ["push:ipc:///x", "push+listen:ipc:///x", "foo+bind:ipc:///x", "push+bind:udp://x"])
+def test_bad_endpoints_are_named(spec):
+    with pytest.raises(TransportError, match="bad endpoint"):
+        Endpoint.parse(spec)
+
+
+def test_push_pull_and_live_drop_when_full(tmp_path):
+    ctx = zmq.Context()
+    try:
+        pull = open_socket(ctx, f"pull+bind:ipc://{tmp_path}/a", hwm=1)
+        push = open_socket(ctx, f"push+connect:ipc://{tmp_path}/a", hwm=1)
+        assert send_parts(push, [b"t", b"1"], block=True, timeout_s=1)
+        assert recv_parts(pull, 1000) is not None
+        # nobody reads: a live sender must not block, it reports the drop
+        results = [send_parts(push, [b"t", b"x" * 1_000_000], block=False, timeout_s=0) for _ in range(50)]
+        assert results[0] and not results[-1]
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_port_in_use_is_a_transport_error():
+    ctx = zmq.Context()
+    try:
+        a = open_socket(ctx, "pull+bind:tcp://127.0.0.1:0")
+        port = a.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
+        with pytest.raises(TransportError, match="cannot bind"):
+            open_socket(ctx, f"pull+bind:tcp://127.0.0.1:{port}")
+    finally:
+        ctx.destroy(linger=0)
