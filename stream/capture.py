@@ -14,7 +14,6 @@ A restarted capture resumes at the ring's ``next_seq``.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,9 +22,9 @@ from pathlib import Path
 import zmq
 
 from stream.errors import SourceError
-from stream.messages import EndOfStream, Frame, FrameHeader, Heartbeat, encode_control, encode_frame, encode_message, now_ns
+from stream.messages import EndOfStream, Frame, FrameHeader, encode_frame, encode_message, now_ns
 from stream.sources.base import Source
-from stream.stage import Counters, StopFlag
+from stream.stage import Counters, Heartbeater, StopFlag
 from stream.transport import FrameRing, open_socket, send_parts
 
 log = logging.getLogger(__name__)
@@ -53,45 +52,30 @@ class CaptureRunner:
         self.stop = StopFlag()
         self.counters = Counters()
         self._zctx = zmq.Context()
-        self._next_hb = 0.0
-        self._state = "starting"
-
-    def heartbeat(self, force: bool = False, detail: str = "") -> None:
-        now = time.monotonic()
-        if not force and now < self._next_hb:
-            return
-        self._next_hb = now + self.spec.heartbeat_interval_s
-        c = self.counters
-        hb = Heartbeat(
-            stage=f"capture:{self.spec.source_id}", pid=os.getpid(), time_ns=time.time_ns(), state=self._state,
-            frames_in=c.frames_in, frames_out=c.frames_out, errors=c.errors, drops=tuple(c.pending_drops),
-            last_seq=dict(c.last_seq), source_state={self.spec.source_id: self._state}, detail=detail,
-        )
-        c.pending_drops = []
-        send_parts(self.hb, [encode_control(hb)], block=True, timeout_s=1.0, should_stop=lambda: True)
 
     def run(self) -> int:
         spec = self.spec
-        self.hb = open_socket(self._zctx, spec.heartbeat, hwm=100)
+        self.hb = Heartbeater(open_socket(self._zctx, spec.heartbeat, hwm=100), f"capture:{spec.source_id}",
+                              self.counters, spec.heartbeat_interval_s)
+        self.hb.start()
         out = open_socket(self._zctx, spec.output, hwm=spec.hwm)
         ring = FrameRing.attach(Path(spec.ring_path))
         seq = ring.next_seq
         reason = "end of input"
         try:
-            self.heartbeat(force=True)
+            self._set_state("connecting")
             try:
                 info = self.source.open()
             except SourceError as exc:
-                self._state = "failed"
-                self.heartbeat(force=True, detail=str(exc))
+                self.hb.detail = str(exc)
+                self._set_state("failed")
                 log.error("source=%s: %s", spec.source_id, exc)
                 reason = f"failed: {exc}"
                 send_parts(out, encode_message(EndOfStream(spec.source_id, seq, reason)), block=True,
                            timeout_s=0.2, should_stop=self.stop)
                 return 3
             tb = Fraction(info.time_base)
-            self._state = "streaming"
-            self.heartbeat(force=True)
+            self._set_state("streaming")
             if seq:
                 log.info("source=%s: resuming at seq %d after a restart", spec.source_id, seq)
             for item in self.source.frames(start=seq):
@@ -120,29 +104,32 @@ class CaptureRunner:
                     boxes, scores, class_ids = extras["detections"]
                     frame = frame.evolve(boxes=boxes, scores=scores, class_ids=class_ids)
                 parts = encode_frame(frame, inline_image=spec.inline_pixels)
-                if send_parts(out, parts, block=not spec.live, timeout_s=0.2, should_stop=self.stop,
-                              on_wait=self.heartbeat):
+                if send_parts(out, parts, block=not spec.live, timeout_s=0.2, should_stop=self.stop):
                     self.counters.frames_out += 1
                 else:
                     self.counters.drop(spec.source_id, seq, "downstream busy" if spec.live else "stopped")
                 seq += 1
                 ring.set_next_seq(seq)
-                self.heartbeat()
-            self._state = "done"
+            self._set_state("done")
             eos = EndOfStream(spec.source_id, seq, reason)
             give_up = time.monotonic() + 3.0  # a stuck downstream must not keep us alive
             send_parts(out, encode_message(eos), block=True, timeout_s=0.2,
-                       should_stop=lambda: time.monotonic() > give_up, on_wait=self.heartbeat)
+                       should_stop=lambda: time.monotonic() > give_up)
             log.info("source=%s: %d frames, %s", spec.source_id, seq, reason)
             return 0
         finally:
-            self.heartbeat(force=True)
+            self.hb.stop()
             self.source.close()
             ring.close()
             # linger: frames and the end-of-stream still queued must reach the next stage
             out.close(linger=3000)
-            self.hb.close(linger=1000)
+            self.hb.sock.close(linger=1000)
             self._zctx.destroy(linger=0)
+
+    def _set_state(self, state: str) -> None:
+        self.hb.state = state
+        self.hb.source_state[self.spec.source_id] = state
+        self.hb.beat()
 
     def _wait_slot(self, ring: FrameRing, seq: int) -> None:
         """Backpressure for files: wait until the frame that used this slot is done.
@@ -156,4 +143,3 @@ class CaptureRunner:
                             self.spec.source_id, seq, self.spec.slot_wait_timeout_s)
                 return
             time.sleep(0.0005)
-            self.heartbeat()

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "stream.commands.weights",
     "stream.commands.eval",
     "stream.commands.bench",
+    "stream.commands.subscribe",
 )
 
 

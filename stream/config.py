@@ -107,6 +107,7 @@ class TransportConfig(_Model):
 class SupervisorConfig(_Model):
     heartbeat_interval_s: float = Field(1.0, gt=0, le=60)
     heartbeat_timeout_s: float = Field(10.0, gt=0)
+    stall_timeout_s: float = Field(300.0, gt=0)
     startup_timeout_s: float = Field(300.0, gt=0)
     max_crashes: int = Field(5, ge=1)
     crash_window_s: float = Field(60.0, gt=0)
@@ -125,6 +126,7 @@ class MetricsConfig(_Model):
 class Config(_Model):
     name: str = "stream"
     random_weights: bool = False
+    cache_dir: str = ".cache/stream"  # weights and model artifacts; the CLI fills in $STREAM_CACHE or ~/.cache/stream
     sources: list[SourceConfig] = Field(min_length=1)
     pipeline: list[str] = []
     passthrough: PassthroughConfig = PassthroughConfig()

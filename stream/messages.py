@@ -119,7 +119,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     Counters are cumulative since the process started; ``drops`` lists only the
     drops since the previous heartbeat. latency_ms: (p50, p99) of this stage's
     per-frame processing time over the last window. last_seq: newest seq seen
-    per source. state: 'starting' | 'running' | 'done' | 'failed'.
+    per source. state: 'starting' | 'running' | 'done' | 'failed'. busy_s: how long
+    the stage has been inside its current batch (0 when waiting for input).
     """
 
     stage: str
@@ -134,6 +135,7 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     latency_ms: tuple[float, float] = (0.0, 0.0)
     source_state: dict[str, str] = {}
     detail: str = ""
+    busy_s: float = 0.0
     version: int = SCHEMA_VERSION
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -123,18 +124,78 @@ class LatencyWindow:
 
 @dataclass
 class Counters:
+    """What a process reports in its heartbeats. Written by the main loop, read by
+    the heartbeat thread; drops are handed over under a lock so none is lost."""
+
     frames_in: int = 0
     frames_out: int = 0
     errors: int = 0
     pending_drops: list[DropRecord] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)
+    busy_since: float = 0.0  # monotonic time the current batch started, 0 when idle
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def drop(self, source: str, seq: int, reason: str) -> None:
-        last = self.pending_drops[-1] if self.pending_drops else None
-        if last and last.source == source and last.reason == reason and last.last == seq - 1:
-            self.pending_drops[-1] = DropRecord(source, reason, last.first, seq)
-        else:
-            self.pending_drops.append(DropRecord(source, reason, seq, seq))
+        with self._lock:
+            last = self.pending_drops[-1] if self.pending_drops else None
+            if last and last.source == source and last.reason == reason and last.last == seq - 1:
+                self.pending_drops[-1] = DropRecord(source, reason, last.first, seq)
+            else:
+                self.pending_drops.append(DropRecord(source, reason, seq, seq))
+
+    def take_drops(self) -> tuple[DropRecord, ...]:
+        with self._lock:
+            drops, self.pending_drops = tuple(self.pending_drops), []
+        return drops
+
+
+class Heartbeater:
+    """Sends a Heartbeat every ``interval_s`` from its own thread, so a stage busy
+    in a long model call (SAM on a CPU takes seconds) still reports. A frozen
+    process (SIGSTOP, swap) stops heartbeating; a main loop stuck in one batch
+    shows a growing ``busy_s``, which the supervisor also acts on."""
+
+    def __init__(self, sock: zmq.Socket[Any], name: str, counters: Counters, interval_s: float,
+                 latency: LatencyWindow | None = None) -> None:
+        self.sock = sock
+        self.name = name
+        self.counters = counters
+        self.interval_s = interval_s
+        self.latency = latency
+        self.state = "starting"
+        self.source_state: dict[str, str] = {}
+        self.detail = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.beat()
+
+    def beat(self) -> None:
+        c = self.counters
+        busy = time.monotonic() - c.busy_since if c.busy_since else 0.0
+        hb = Heartbeat(
+            stage=self.name, pid=os.getpid(), time_ns=time.time_ns(), state=self.state,
+            frames_in=c.frames_in, frames_out=c.frames_out, errors=c.errors, drops=c.take_drops(),
+            last_seq=dict(c.last_seq), latency_ms=self.latency.quantiles() if self.latency else (0.0, 0.0),
+            source_state=dict(self.source_state), detail=self.detail, busy_s=busy,
+        )
+        self.send(encode_control(hb))
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            send_parts(self.sock, [data], block=True, timeout_s=1.0, should_stop=lambda: True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self.beat()
 
 
 class StopFlag:
@@ -165,45 +226,27 @@ class StageRunner:
         self.stop = StopFlag()
         self._zctx = zmq.Context()
         self._rings = RingCache(Path(spec.ring_dir))
-        self._next_hb = 0.0
-        self._state = "starting"
         self.out: zmq.Socket[Any] | None = None
 
-    # --- sockets -----------------------------------------------------------
     def _open(self) -> None:
         s = self.spec
-        self.hb = open_socket(self._zctx, s.heartbeat, hwm=100)
+        self.hb = Heartbeater(open_socket(self._zctx, s.heartbeat, hwm=100), s.name, self.counters,
+                              s.heartbeat_interval_s, self.latency)
         self.ctl = open_socket(self._zctx, s.control, hwm=100)
         self.inp = open_socket(self._zctx, s.input, hwm=s.hwm)
         self.out = open_socket(self._zctx, s.output, hwm=s.hwm) if s.output else None
 
-    def heartbeat(self, force: bool = False, detail: str = "") -> None:
-        now = time.monotonic()
-        if not force and now < self._next_hb:
-            return
-        self._next_hb = now + self.spec.heartbeat_interval_s
-        c = self.counters
-        hb = Heartbeat(
-            stage=self.spec.name, pid=os.getpid(), time_ns=time.time_ns(), state=self._state,
-            frames_in=c.frames_in, frames_out=c.frames_out, errors=c.errors,
-            drops=tuple(c.pending_drops), last_seq=dict(c.last_seq),
-            latency_ms=self.latency.quantiles(), detail=detail,
-        )
-        c.pending_drops = []
-        send_parts(self.hb, [encode_control(hb)], block=True, timeout_s=1.0, should_stop=lambda: True)
-
-    # --- main loop -----------------------------------------------------------
     def run(self) -> int:
         self._open()
+        self.hb.start()
         try:
-            self.heartbeat(force=True)
+            self.hb.beat()
             self.stage.start()
-            self._state = "running"
-            self.heartbeat(force=True)
+            self.hb.state = "running"
+            self.hb.beat()
             while not self.stop() and len(self.ended) < len(self.spec.sources):
                 self._poll_control()
                 self._step()
-                self.heartbeat()
             if len(self.ended) >= len(self.spec.sources):
                 self._finish()
             return 0
@@ -211,19 +254,18 @@ class StageRunner:
             try:
                 self.stage.close()
             finally:
-                self.heartbeat(force=True)
+                self.hb.stop()
                 self._rings.close()
                 # linger: what is still queued (last frames, end-of-stream, report) must be delivered
                 if self.out is not None:
                     self.out.close(linger=3000)
-                self.hb.close(linger=1000)
+                self.hb.sock.close(linger=1000)
                 self._zctx.destroy(linger=0)
 
     def _finish(self) -> None:
-        self._state = "done"
+        self.hb.state = "done"
         if self.sink is not None:
-            report = RunReport(stage=self.spec.name, sources=self.sink.reports())
-            send_parts(self.hb, [encode_control(report)], block=True, timeout_s=2.0, should_stop=lambda: True)
+            self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.sink.reports())))
 
     def _poll_control(self) -> None:
         parts = recv_parts(self.ctl, 0)
@@ -294,6 +336,7 @@ class StageRunner:
         if not batch:
             return
         t0 = time.perf_counter()
+        self.counters.busy_since = time.monotonic()
         try:
             outputs = self.stage.process_batch(batch)
         except FrameDropped as exc:
@@ -307,6 +350,8 @@ class StageRunner:
                           exc_info=log.isEnabledFor(logging.DEBUG))
                 self._drop(f, "error")
             return
+        finally:
+            self.counters.busy_since = 0.0
         per_frame_ms = (time.perf_counter() - t0) * 1000.0 / len(batch)
         for frame_in, out in zip(batch, outputs, strict=True):
             self.latency.add(per_frame_ms)
@@ -331,8 +376,7 @@ class StageRunner:
             self.counters.frames_out += 1
             return
         parts = encode_frame(frame, inline_image=self.spec.inline_pixels)
-        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self.stop,
-                      on_wait=self.heartbeat):
+        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self.stop):
             self.counters.frames_out += 1
         else:
             self._drop(frame, "stopped")
@@ -345,5 +389,4 @@ class StageRunner:
             self.ended.add(msg.source)
             log.info("stage %s: end of stream for source=%s (%s)", self.spec.name, msg.source, msg.reason)
         if self.out is not None:
-            send_parts(self.out, encode_message(msg), block=True, timeout_s=0.2, should_stop=self.stop,
-                       on_wait=self.heartbeat)
+            send_parts(self.out, encode_message(msg), block=True, timeout_s=0.2, should_stop=self.stop)

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from importlib import import_module
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from stream.errors import ProtocolError, SupervisorError
 from stream.messages import Control, DropRecord, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
 from stream.sources import open_source
+from stream.stages import STAGES
 from stream.summary import RunSummary, summarize_source
 from stream.transport import FrameRing, check_tcp_port_free, open_socket, recv_parts, shm_dir
 
@@ -80,6 +82,10 @@ class Supervisor:
         """Probe every source and create rings and sockets; nothing is spawned yet.
         Raises SourceError / TransportError with a message a user can act on."""
         cfg = self.config
+        for name in dict.fromkeys(cfg.pipeline):
+            module = import_module(STAGES[name].module)
+            if hasattr(module, "preflight"):
+                module.preflight(cfg)  # e.g. weights present; before any process starts
         infos = {}
         for s in cfg.sources:
             src = open_source(s)
@@ -241,6 +247,11 @@ class Supervisor:
                     p.popen.kill()
                     p.popen.wait()
                     self._crashed(p, "no heartbeat")
+                elif p.hb and p.hb.busy_s > sup.stall_timeout_s:
+                    log.error("%s has been stuck in one batch for %.0f s; killing it", p.name, p.hb.busy_s)
+                    p.popen.kill()
+                    p.popen.wait()
+                    self._crashed(p, "stuck")
                 continue
             if rc == 0 or (p.is_capture and rc == 3) or self._stopping:
                 p.finished, p.exit_code = True, rc

@@ -38,10 +38,17 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    overrides = list(args.overrides)
+    return load_config(args.config, _cli_overrides(args), env=os.environ)
+
+
+def _cli_overrides(args: argparse.Namespace) -> list[str]:
+    """Cache dir from the environment (read here, in the entry point, only), then the user's --set."""
+    from stream.models.weights import cache_dir
+
+    overrides = [f"cache_dir={cache_dir(os.environ)}", *args.overrides]
     if args.random_weights:
         overrides.append("random_weights=true")
-    return load_config(args.config, overrides, env=os.environ)
+    return overrides
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -79,9 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stream.data import demo_clip_path
 
     base = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    overrides = [f"sources.0.path={demo_clip_path()}", *args.overrides]
-    if args.random_weights:
-        overrides.append("random_weights=true")
+    overrides = [f"sources.0.path={demo_clip_path()}", *_cli_overrides(args)]
     config = load_config(base if base.is_file() else None, overrides, env=os.environ,
                          base=None if base.is_file() else _DEMO)
     print(f"stream demo: {demo_clip_path().name} through capture → {' → '.join([*config.pipeline, 'output'])}",

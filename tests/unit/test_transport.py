@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import zmq
@@ -59,8 +61,10 @@ def test_push_pull_and_live_drop_when_full(tmp_path):
         assert send_parts(push, [b"t", b"1"], block=True, timeout_s=1)
         assert recv_parts(pull, 1000) is not None
         # nobody reads: a live sender must not block, it reports the drop
+        t0 = time.monotonic()
         results = [send_parts(push, [b"t", b"x" * 1_000_000], block=False, timeout_s=0) for _ in range(50)]
-        assert results[0] and not results[-1]
+        assert time.monotonic() - t0 < 5
+        assert any(results) and not all(results) and not results[-1]
     finally:
         ctx.destroy(linger=0)
 

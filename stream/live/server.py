@@ -1,0 +1,297 @@
+"""The live view's HTTP server (stdlib ``ThreadingHTTPServer``, one thread per client).
+
+Endpoints (GET only):
+    /                     the page (HTML; its script and style under /static/)
+    /stream/<source>.mjpg annotated pictures, ``multipart/x-mixed-replace`` JPEGs
+    /events               Server-Sent Events: one JSON object per update per source
+    /api/sources          JSON: the configured sources and their state
+    /healthz              JSON {"status": "ok"}; no token needed (for probes)
+    /static/app.js, /static/style.css   the page's code (public, no data, no token)
+
+With a token, every other endpoint needs ``Authorization: Bearer <token>`` or
+``?token=<token>`` (the page passes its own ``?token=`` on to its stream and
+event requests) and answers 401 otherwise. Without a token (loopback only) the
+Host header must name a loopback host, which stops DNS-rebinding pages from
+reading the stream. Source ids are looked up among the configured ones; a
+request string never becomes a path.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import select
+import socket
+import socketserver
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from stream.errors import TransportError
+from stream.live.hub import LiveHub
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "liveframe"
+_HEARTBEAT_S = 10.0  # SSE keep-alive comment: writing it tells a dead client from a quiet source
+_IDLE_CHECK_S = 2.0  # MJPEG: how often a stream with no new picture checks that its client is still there
+_STREAM = re.compile(r"^/stream/([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.mjpg$")
+_TOKEN_IN_TEXT = re.compile(r"token=[^&\s\"']*", re.IGNORECASE)
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 'localhost' and any address in 127.0.0.0/8 or ::1."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(host_header: str) -> str:
+    """'127.0.0.1:8080' → '127.0.0.1', '[::1]:8080' → '::1', 'localhost' → 'localhost'."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("stream.live").joinpath(name).read_bytes()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a client stuck in a stream must not hold up close()
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], hub: LiveHub, token: bytes | None, family: int) -> None:
+        self.address_family = family
+        self.hub = hub
+        self.token = token
+        self.assets = {
+            "/": (_asset("page.html"), "text/html; charset=utf-8"),
+            "/static/app.js": (_asset("app.js"), "text/javascript; charset=utf-8"),
+            "/static/style.css": (_asset("style.css"), "text/css; charset=utf-8"),
+        }
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN (a DNS lookup that can stall); skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"  # one request per connection; streams end with the connection
+    timeout = 30.0  # socket timeout: a client that stops reading for this long is dropped
+    server_version = "stream-live"
+    sys_version = ""
+
+    def do_GET(self) -> None:  # noqa: N802 — BaseHTTPRequestHandler's naming
+        url = urlsplit(self.path)
+        path = url.path
+        if path == "/healthz":
+            return self._send_json({"status": "ok"})
+        if path in ("/static/app.js", "/static/style.css"):
+            return self._send_asset(path)
+        if not self._allowed(url.query):
+            return
+        if path == "/":
+            return self._send_asset(path)
+        if path == "/api/sources":
+            hub = self.server.hub
+            return self._send_json({"sources": hub.summary(), "max_fps": hub.max_fps})
+        if path == "/events":
+            return self._events()
+        m = _STREAM.match(path)
+        if m and self.server.hub.has_source(m.group(1)):
+            return self._mjpeg(m.group(1))
+        self._send_text(HTTPStatus.NOT_FOUND, "not found: see / for the sources this live view serves\n")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._send_text(HTTPStatus.METHOD_NOT_ALLOWED, "")
+
+    # ---- access ---------------------------------------------------------------------
+
+    def _allowed(self, query: str) -> bool:
+        token = self.server.token
+        if token is None:
+            if not is_loopback(_host_name(self.headers.get("Host") or "")):
+                self._send_text(
+                    HTTPStatus.FORBIDDEN,
+                    "forbidden: this live view answers only to a loopback "
+                    "Host (127.0.0.1, localhost, [::1])\n",
+                )
+                return False
+            return True
+        offered: list[str] = []
+        auth = self.headers.get("Authorization") or ""
+        if auth[:7].lower() == "bearer ":
+            offered.append(auth[7:].strip())
+        offered += parse_qs(query).get("token", [])[:1]
+        if any(hmac.compare_digest(t.encode(), token) for t in offered):
+            return True
+        body = b"401 unauthorized: pass the token as 'Authorization: Bearer <token>' or '?token=<token>'\n"
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", 'Bearer realm="stream live view"')
+        self._common_headers("text/plain; charset=utf-8", len(body))
+        self.end_headers()
+        self.wfile.write(body)
+        return False
+
+    # ---- responses ------------------------------------------------------------------
+
+    def _common_headers(self, content_type: str, length: int | None = None) -> None:
+        self.send_header("Content-Type", content_type)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", _CSP)
+
+    def _send_asset(self, path: str) -> None:
+        body, ctype = self.server.assets[path]
+        self.send_response(HTTPStatus.OK)
+        self._common_headers(ctype, len(body))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_json(self, obj: Any) -> None:
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        self.send_response(HTTPStatus.OK)
+        self._common_headers("application/json", len(body))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_text(self, status: HTTPStatus, text: str) -> None:
+        body = text.encode()
+        self.send_response(status)
+        self._common_headers("text/plain; charset=utf-8", len(body))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _mjpeg(self, source: str) -> None:
+        hub = self.server.hub
+        self.send_response(HTTPStatus.OK)
+        self._common_headers(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.end_headers()
+        hub.watch(source)
+        try:
+            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
+            version = 0
+            while not hub.closing:
+                version, jpeg = hub.next_jpeg(source, version, _IDLE_CHECK_S)
+                if jpeg is None:
+                    if self._client_gone():
+                        break
+                    continue
+                # the closing boundary right after the picture: browsers show a part once it has ended
+                head = (
+                    f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg.data)}\r\n"
+                    f"X-Frame-Seq: {jpeg.seq}\r\n\r\n"
+                ).encode()
+                self.wfile.write(head + jpeg.data + f"\r\n--{BOUNDARY}\r\n".encode())
+                self.wfile.flush()
+        except OSError:
+            pass  # the client went away (closed tab, reload): normal for a stream
+        finally:
+            hub.unwatch(source)
+
+    def _events(self) -> None:
+        hub = self.server.hub
+        self.send_response(HTTPStatus.OK)
+        self._common_headers("text/event-stream; charset=utf-8")
+        self.end_headers()
+        hub.subscribe_events()
+        try:
+            self.wfile.write(b"retry: 1000\n\n")
+            self.wfile.flush()
+            version = 0
+            while not hub.closing:
+                new_version, events = hub.next_events(version, _HEARTBEAT_S)
+                if new_version == version:
+                    self.wfile.write(b": keep-alive\n\n")
+                else:
+                    self.wfile.write(b"".join(b"data: " + e + b"\n\n" for e in events))
+                version = new_version
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            hub.unsubscribe_events()
+
+    def _client_gone(self) -> bool:
+        """True when the client closed its end (readable with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — the stdlib's signature
+        # request lines may carry ?token=…; it never reaches a log record
+        log.debug("live view %s: %s", self.client_address[0], _TOKEN_IN_TEXT.sub("token=***", format % args))
+
+
+class LiveServer:
+    """Serves a ``LiveHub`` over HTTP from a background thread.
+
+    host/port: where to bind (port 0 = any free port; ``port`` then tells which).
+    token: required on every data request when given (compared in constant time).
+    Raises TransportError naming sinks.live.port / sinks.live.host when it cannot bind.
+    """
+
+    def __init__(self, hub: LiveHub, host: str, port: int, token: str | None) -> None:
+        bind_host = "127.0.0.1" if host.lower() in _LOOPBACK_NAMES else host.strip("[]")
+        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+        try:
+            self._server = _Server((bind_host, port), hub, token.encode() if token else None, family)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise TransportError(
+                    f"sinks.live.port: {host}:{port} is already in use; choose another sinks.live.port "
+                    f"(0 = any free port) or stop the program that holds it"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise TransportError(
+                    f"sinks.live.port: not allowed to bind {host}:{port} (ports below 1024 need privileges); "
+                    f"choose a port of 1024 or more"
+                ) from None
+            raise TransportError(
+                f"sinks.live.host: cannot bind {host}:{port}: {exc.strerror or exc}; use an address of this "
+                f"machine, e.g. 127.0.0.1 or 0.0.0.0"
+            ) from None
+        self.hub = hub
+        self.host = host
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.25}, name="live-http", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The page's URL (without any token)."""
+        host = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def close(self) -> None:
+        """Stop accepting; close the hub first so streaming clients wake up and end."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5.0)

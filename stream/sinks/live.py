@@ -1,0 +1,122 @@
+"""Live view sink: ``http://HOST:PORT/`` shows every source's annotated picture
+(MJPEG) and its object list (track id, class, score, mask age) pushed over
+Server-Sent Events. See ``stream.live.server`` for the endpoints.
+
+Config (``sinks.live``)::
+
+    sinks:
+      live:
+        host: 127.0.0.1        # loopback by default; anything else needs a token
+        port: 8080             # 0 = any free port (the URL is logged)
+        token: ${ENV:LIVE_TOKEN}   # Authorization: Bearer … or ?token=… ; never logged
+        max_fps: 15            # pictures and object updates per second per source, at most
+        jpeg_quality: 80
+
+``write`` runs on the output stage's hot path and never waits for a client: it
+copies a picture only when someone watches that source and the source is due
+(``max_fps``); encoding and serving happen on background threads.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import Field, SecretStr
+
+from stream.config import Config, StrictModel, validate_section
+from stream.errors import ConfigError
+from stream.live.hub import LiveHub
+from stream.live.server import LiveServer, is_loopback
+from stream.messages import Frame
+
+log = logging.getLogger(__name__)
+
+_MIN_TOKEN_CHARS = 16
+
+
+class LiveConfig(StrictModel):
+    """``sinks.live``. max_fps: per source (pictures and object events); jpeg_quality: 1..100."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8080, ge=0, le=65535)
+    token: SecretStr | None = None
+    max_fps: float = Field(15.0, gt=0, le=120)
+    jpeg_quality: int = Field(80, ge=1, le=100)
+
+
+class LiveSink:
+    """Feeds the live view. Binds and starts serving on construction.
+
+    sources: the configured source ids (requests for any other id get 404).
+    Raises ConfigError when the host is not loopback and no token is set, and
+    TransportError (naming sinks.live.port) when the port cannot be bound.
+    """
+
+    name = "live"
+    wants_annotated = True  # gets frames whose .image is the annotated picture
+
+    def __init__(self, params: LiveConfig, sources: list[str]) -> None:
+        token = params.token.get_secret_value() if params.token is not None else ""
+        if not token.strip():
+            if not is_loopback(params.host):
+                raise ConfigError(
+                    f"config error: sinks.live.token: required when sinks.live.host is {params.host!r} "
+                    f"(not loopback); set sinks.live.token: ${{ENV:LIVE_TOKEN}} and export LIVE_TOKEN, "
+                    f"or bind sinks.live.host: 127.0.0.1"
+                )
+            token = ""
+        elif token != token.strip() or any(not c.isprintable() or not c.isascii() for c in token):
+            raise ConfigError(
+                "config error: sinks.live.token: must be printable ASCII without surrounding "
+                "spaces (it travels in an HTTP header and a URL)"
+            )
+        elif len(token) < _MIN_TOKEN_CHARS:
+            log.warning(
+                "sinks.live.token is shorter than %d characters; use a long random one, "
+                "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(24))'`",
+                _MIN_TOKEN_CHARS,
+            )
+        self.params = params
+        self.hub = LiveHub(sources, max_fps=params.max_fps, jpeg_quality=params.jpeg_quality)
+        try:
+            self.server = LiveServer(self.hub, params.host, params.port, token or None)
+        except BaseException:
+            self.hub.close()
+            raise
+        log.info(
+            "live view at %s%s",
+            self.server.url,
+            " (token required: Authorization: Bearer … or ?token=…)" if token else "",
+        )
+
+    @property
+    def url(self) -> str:
+        """The page's URL, without the token."""
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def write(self, frame: Frame) -> None:
+        self.hub.offer(frame)
+
+    def end_source(self, source: str) -> None:
+        self.hub.end_source(source)
+
+    def close(self) -> None:
+        self.hub.close()
+        self.server.close()
+
+
+def build(section: dict, config: Config) -> LiveSink:
+    """The live sink from ``sinks.live``, serving the config's source ids."""
+    token = section.get("token")
+    if token is not None and not isinstance(token, str):
+        # checked here so that pydantic's message, which quotes the value, never shows the token
+        raise ConfigError(
+            "config error: sinks.live.token: must be a string (quote it in YAML, or use ${ENV:NAME})"
+        )
+    params = validate_section(LiveConfig, section, "sinks.live")
+    return LiveSink(params, [s.id for s in config.sources])
