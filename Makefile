@@ -5,6 +5,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: demo test lint bootstrap system-deps env clean
 
@@ -21,7 +22,7 @@ system-deps:
 	@for f in scripts/system-deps.sh scripts/browser-deps.sh; do [ ! -f $$f ] || bash $$f; done
 
 demo: env
-	$(UV) run stream demo
+	$(UV) run stream demo $(DEMO_ARGS)
 
 test: env system-deps
 	$(UV) run pytest -q $(PYTEST_ARGS)

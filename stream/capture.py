@@ -41,7 +41,7 @@ class CaptureSpec:
     max_frames: int | None = None
     hwm: int = 4
     heartbeat_interval_s: float = 1.0
-    slot_wait_timeout_s: float = 5.0
+    slot_wait_timeout_s: float = 30.0
     random_weights: bool = False
 
 
@@ -133,13 +133,18 @@ class CaptureRunner:
 
     def _wait_slot(self, ring: FrameRing, seq: int) -> None:
         """Backpressure for files: wait until the frame that used this slot is done.
-        After ``slot_wait_timeout_s`` without release (frames lost in flight)
-        the slot is reused anyway; a reader that still holds it sees the new
-        generation and drops that frame, counted."""
+        The wait is unbounded while the pipeline makes progress (released_seq
+        moves); only after ``slot_wait_timeout_s`` with no progress at all (every
+        frame in flight was lost with a crashed stage) is the slot reused. A reader
+        that still holds it then sees the new generation and drops that frame, counted."""
+        last_released = ring.released_seq
         deadline = time.monotonic() + self.spec.slot_wait_timeout_s
         while not ring.slot_free(seq) and not self.stop():
+            if ring.released_seq != last_released:
+                last_released = ring.released_seq
+                deadline = time.monotonic() + self.spec.slot_wait_timeout_s
             if time.monotonic() > deadline:
-                log.warning("source=%s seq=%d: ring slot not released in %.1f s; reusing it",
-                            self.spec.source_id, seq, self.spec.slot_wait_timeout_s)
+                log.warning("source=%s seq=%d: no frame released for %.0f s; reusing ring slot %d",
+                            self.spec.source_id, seq, self.spec.slot_wait_timeout_s, seq % ring.slots)
                 return
             time.sleep(0.0005)

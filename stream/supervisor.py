@@ -287,7 +287,7 @@ class Supervisor:
         if progress != self._last_progress[0]:
             self._last_progress = (progress, now)
             return
-        busy = any(p.restart_at is not None for p in self.procs)
+        busy = any(p.restart_at is not None or (p.hb is not None and p.hb.busy_s > 0) for p in self.procs)
         idle = now - self._last_progress[1]
         if not busy and idle > self.config.supervisor.drain_idle_s and now - self._drained_at > 2.0:
             log.warning("pipeline idle after end of input; draining the stages")

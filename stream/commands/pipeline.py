@@ -89,6 +89,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = [f"sources.0.path={demo_clip_path()}", *_cli_overrides(args)]
     config = load_config(base if base.is_file() else None, overrides, env=os.environ,
                          base=None if base.is_file() else _DEMO)
+    if not config.random_weights:
+        _pull_demo_weights(config)
     print(f"stream demo: {demo_clip_path().name} through capture → {' → '.join([*config.pipeline, 'output'])}",
           file=sys.stderr)
     return _run(config, args)
@@ -102,3 +104,27 @@ _DEMO: dict[str, Any] = {
     "sinks": {"jsonl": {"path": "out/demo/frames.jsonl"}},
     "metrics": {"port": 0},
 }
+
+
+def _pull_demo_weights(config: Config) -> None:
+    """First use: fetch the detector's official weights; if they cannot be fetched,
+    say so and how to run without them."""
+    from stream.errors import WeightsError
+    from stream.models.weights import get_spec, pull
+    from stream.stages.detect import checkpoint_path, params
+
+    try:
+        checkpoint_path(config)
+        return
+    except WeightsError:
+        pass
+    name = params(config).weights or params(config).model
+    print(f"stream demo: fetching the official {name} weights (first use)", file=sys.stderr)
+    try:
+        pull(get_spec(name), Path(config.cache_dir))
+    except WeightsError as exc:
+        raise WeightsError(
+            f"could not fetch the {name} weights: {exc}. To see the pipeline run anyway, use "
+            "`make demo DEMO_ARGS=--random-weights` (or `stream demo --random-weights`): the boxes are then "
+            "NOT detections"
+        ) from None

@@ -16,7 +16,6 @@ from typing import Literal
 from pydantic import Field
 
 from stream.config import Config, StrictModel, validate_section
-from stream.errors import WeightsError
 from stream.messages import Frame
 from stream.stage import StageBase
 
@@ -55,17 +54,13 @@ def checkpoint_path(config: Config) -> Path | None:
     from stream.models.weights import resolve_weights
 
     p = params(config)
-    return resolve_weights(p.weights or p.model, Path(config.cache_dir) / "weights")
+    return resolve_weights(p.weights or p.model, Path(config.cache_dir))
 
 
 def preflight(config: Config) -> None:
     """Called by the supervisor before anything starts: refuse to run without weights."""
     params(config)
-    try:
-        checkpoint_path(config)
-    except WeightsError as exc:
-        raise WeightsError(f"{exc}; or run with --random-weights to test without them "
-                           "(outputs are then not detections)") from None
+    checkpoint_path(config)
 
 
 class DetectStage(StageBase):

@@ -80,6 +80,14 @@ class OutputStage(StageBase):
     def event(self, msg: EndOfStream | Reset) -> None:
         if isinstance(msg, EndOfStream):
             self._stats.setdefault(msg.source, _SourceStats()).frames = msg.frames
+        else:  # the source came back different: recorders start a new segment, trackers start fresh
+            for sink in self.sinks:
+                reset = getattr(sink, "reset", None)
+                if reset is not None:
+                    try:
+                        reset(msg.source)
+                    except Exception as exc:  # noqa: BLE001
+                        log.error("source=%s sink %s failed to reset: %s", msg.source, sink.name, exc)
 
     def end_source(self, source: str) -> None:
         for sink in self.sinks:

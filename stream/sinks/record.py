@@ -1,0 +1,360 @@
+"""Record sink: annotated (or raw) video in fragmented MP4 segments with JSONL sidecars.
+
+Config (``sinks.record``)::
+
+    record:
+      root: recordings        # every file stays under this directory
+      annotated: true         # the rendered picture (false: the raw source pixels)
+      segment_s: 60           # a new segment every segment_s seconds of video
+      fragment_s: 1.0         # keyframe + fragment interval: the most a crash loses
+      max_age_s: 86400        # retention: delete segments older than this (optional)
+      max_size_mb: 50000      # retention: keep the root under this size (optional)
+      queue_size: 64          # frames waiting for the encoder before new ones are dropped
+      masks: true             # mask RLEs in the sidecar
+      sources: [cam0]         # record only these sources (default: all)
+      encoder: {codec: auto, preset: ultrafast, crf: 23}
+
+Files: ``<root>/<source>/<UTC start>_<first seq>.mp4`` + ``.jsonl`` (see
+``stream.sinks.segments`` for the sidecar format and the crash guarantees,
+``stream.sinks.retention`` for confinement and retention).
+
+Encoding never stalls the pipeline: ``write`` copies the picture into a bounded
+queue per source, drained by one encoder thread per source; when the queue is
+full the frame is dropped for the recording (counted, logged once a second). A
+new segment starts after ``segment_s``, on a change of picture size, when pts
+go backwards, after ``reset(source)`` and after ``end_source``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from pydantic import Field
+
+from stream.config import Config, StrictModel, validate_section
+from stream.errors import ConfigError, StreamError
+from stream.messages import Frame, FrameHeader
+from stream.sinks.background import BackgroundWorker
+from stream.sinks.h264 import EncoderConfig, check_image, even_size, resolve_codec
+from stream.sinks.retention import apply_retention, new_segment_paths, source_dir
+from stream.sinks.segments import Segment
+
+log = logging.getLogger(__name__)
+
+
+class RecordConfig(StrictModel):
+    enabled: bool = True
+    root: str = "recordings"
+    annotated: bool = True
+    segment_s: float = Field(default=60.0, gt=0, le=86_400)
+    fragment_s: float = Field(default=1.0, gt=0, le=60)
+    max_age_s: float | None = Field(default=None, gt=0)
+    max_size_mb: float | None = Field(default=None, gt=0)
+    retention_interval_s: float = Field(default=10.0, gt=0)
+    queue_size: int = Field(default=64, ge=1, le=10_000)
+    masks: bool = True
+    sources: list[str] | None = None
+    encoder: EncoderConfig = EncoderConfig()
+
+
+@dataclass(frozen=True)
+class _Item:
+    header: FrameHeader
+    arrays: Mapping[str, np.ndarray]
+    image: np.ndarray  # a private copy
+
+
+_RESET = "reset"
+_END = "end"
+
+
+class _SourceRecorder:
+    """The segments of one source; every method but ``__init__`` runs on its worker thread."""
+
+    def __init__(self, sink: RecordSink, source: str, directory: Path) -> None:
+        self.sink, self.source, self.directory = sink, source, directory
+        self.segment: Segment | None = None
+        self.frames = 0
+        self.segments = 0
+        self.errors = 0
+        self._last_error_log = -1e9
+        self.worker = BackgroundWorker(
+            f"record {source}", self.handle, maxsize=sink.config.queue_size, on_stop=self.finish
+        )
+
+    def handle(self, item: _Item | str) -> None:
+        if isinstance(item, str):  # reset / end of source
+            self.finish()
+            return
+        h, seg, cfg = item.header, self.segment, self.sink.config
+        width, height = even_size(item.image.shape[1], item.image.shape[0])
+        tb = Fraction(*h.time_base)
+        if seg is not None:
+            if h.pts == seg.last_pts:
+                self.worker.count_drop(h.source, h.seq, "same pts as the previous frame")
+                return
+            why = (
+                "picture size changed"
+                if (width, height) != (seg.width, seg.height) or tb != seg.time_base
+                else "pts went backwards"
+                if h.pts < seg.last_pts
+                else "segment length reached"
+                if float((h.pts - seg.pts0) * tb) >= cfg.segment_s
+                else ""
+            )
+            if why:
+                log.debug("source=%s seq=%d record: new segment (%s)", h.source, h.seq, why)
+                self.finish()
+        record = {
+            "source": h.source,
+            "seq": h.seq,
+            "pts": h.pts,
+            "time_base": list(h.time_base),
+            "capture_ns": h.capture_ns,
+        }
+        try:
+            if self.segment is None:
+                self.segment = self.open(item, width, height, tb)
+            self.segment.add(item.image, h.pts, record, item.arrays)
+            self.frames += 1
+        except (StreamError, av.FFmpegError, OSError, ValueError) as exc:
+            self.failed(h, exc)
+        self.sink.maybe_retain()
+
+    def failed(self, h: FrameHeader, exc: BaseException) -> None:
+        """A frame could not be recorded: log (at most every 10 s), drop the segment, go on."""
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 10.0:
+            log.error(
+                "source=%s seq=%d record: cannot record into %s: %s (%d frame(s) failed so far); "
+                "the next frame starts a new segment",
+                h.source,
+                h.seq,
+                self.segment.mp4 if self.segment else self.directory,
+                exc,
+                self.errors,
+            )
+            self._last_error_log = now
+        try:
+            self.finish()
+        except (StreamError, av.FFmpegError, OSError, ValueError) as close_exc:
+            log.debug("source=%s record: closing the failed segment: %s", h.source, close_exc)
+
+    def open(self, item: _Item, width: int, height: int, time_base: Fraction) -> Segment:
+        h, cfg = item.header, self.sink.config
+        mp4, jsonl = new_segment_paths(self.directory, self.sink.root, h.capture_ns, h.seq)
+        seg = Segment(
+            mp4,
+            jsonl,
+            codec=self.sink.codec,
+            width=width,
+            height=height,
+            time_base=time_base,
+            pts0=h.pts,
+            fragment_s=cfg.fragment_s,
+            encoder=cfg.encoder,
+            masks=cfg.masks,
+        )
+        self.sink.set_open(self.source, mp4)
+        self.segments += 1
+        log.info(
+            "source=%s seq=%d record: new segment %s (%dx%d, %s)",
+            h.source,
+            h.seq,
+            mp4,
+            width,
+            height,
+            self.sink.codec,
+        )
+        return seg
+
+    def finish(self) -> None:
+        seg, self.segment = self.segment, None
+        if seg is None:
+            return
+        try:
+            seg.close()
+            log.info(
+                "source=%s record: closed %s (%d frames, %.1f s)",
+                self.source,
+                seg.mp4,
+                seg.frames,
+                seg.duration_s,
+            )
+        finally:
+            self.sink.set_open(self.source, None)
+            self.sink.maybe_retain(force=True)
+
+
+class RecordSink:
+    """Writes each source's frames into segments under ``config.root`` (see module doc).
+
+    codec: encoder name to use; None resolves ``config.encoder.codec`` ('auto'
+    probes NVENC once). Frames without pixels are skipped (counted in ``skipped``)."""
+
+    name = "record"
+
+    def __init__(self, config: RecordConfig, *, codec: str | None = None) -> None:
+        self.config = config
+        self.wants_annotated = config.annotated
+        self.root = Path(config.root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = self.root.resolve()
+        self.codec = codec or resolve_codec(config.encoder.codec, "record")
+        self.skipped = 0
+        self._recorders: dict[str, _SourceRecorder] = {}
+        self._lock = threading.Lock()  # guards _open and retention (encoder threads share them)
+        self._open: dict[str, Path] = {}
+        self._last_retention = 0.0
+        self.maybe_retain(force=True)
+
+    # -- called by the output stage (pipeline thread); never blocks on encoding
+
+    def write(self, frame: Frame) -> None:
+        if self.config.sources is not None and frame.source not in self.config.sources:
+            return
+        rec = self._recorders.get(frame.source)
+        if rec is None:
+            rec = self._recorders[frame.source] = _SourceRecorder(
+                self, frame.source, source_dir(self.root, frame.source)
+            )
+        if frame.image is None:
+            self.skipped += 1
+            if self.skipped == 1:
+                log.warning(
+                    "source=%s seq=%d record: frame has no pixels; frames without pixels are not recorded",
+                    frame.source,
+                    frame.seq,
+                )
+            return
+        check_image(frame.image, self.name, frame.source, frame.seq)
+        if rec.worker.would_drop():  # don't copy pixels only to drop them
+            rec.worker.count_drop(frame.source, frame.seq, "queue full, the encoder is behind")
+            return
+        rec.worker.offer(
+            _Item(frame.header, frame.arrays, np.array(frame.image, copy=True)), frame.source, frame.seq
+        )
+
+    def reset(self, source: str) -> None:
+        """The source restarted (new geometry): its next frame starts a new segment."""
+        if source in self._recorders:
+            self._recorders[source].worker.put_control(_RESET)
+
+    def end_source(self, source: str) -> None:
+        if source in self._recorders:
+            self._recorders[source].worker.put_control(_END)
+
+    def close(self) -> None:
+        for rec in self._recorders.values():
+            rec.worker.close()
+        self.maybe_retain(force=True)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per source: frames encoded, frames dropped, segments started."""
+        return {
+            s: {"frames": r.frames, "dropped": r.worker.dropped, "segments": r.segments}
+            for s, r in self._recorders.items()
+        }
+
+    # -- called from encoder threads
+
+    def set_open(self, source: str, mp4: Path | None) -> None:
+        with self._lock:
+            if mp4 is None:
+                self._open.pop(source, None)
+            else:
+                self._open[source] = mp4
+
+    def maybe_retain(self, force: bool = False) -> None:
+        cfg = self.config
+        if cfg.max_age_s is None and cfg.max_size_mb is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._last_retention < cfg.retention_interval_s:
+                return
+            self._last_retention = now
+            max_bytes = int(cfg.max_size_mb * 1e6) if cfg.max_size_mb is not None else None
+            apply_retention(self.root, max_age_s=cfg.max_age_s, max_bytes=max_bytes, keep=self._open.values())
+
+
+def build(section: dict[str, Any], config: Config) -> RecordSink:
+    """The record sink from ``sinks.record`` (validated here; errors name the key). Each
+    recorded source's directory is created and checked to be inside the root (SourceError)."""
+    cfg = validate_section(RecordConfig, section, "sinks.record")
+    known = [s.id for s in config.sources]
+    unknown = sorted(set(cfg.sources or ()) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"config error: sinks.record.sources: {', '.join(unknown)} not among the configured sources "
+            f"({', '.join(known)})"
+        )
+    sink = RecordSink(cfg)
+    for source in cfg.sources if cfg.sources is not None else known:
+        source_dir(sink.root, source)  # refuse a directory that escapes the root now, not mid-run
+    return sink
+
+
+def bench_encode(args: argparse.Namespace) -> dict[str, Any]:
+    """Encode synthetic moving frames into a real segment (encode + fragmented MP4 mux +
+    sidecar, the recorder's whole per-frame path on its thread) and time it.
+
+    args (all optional): width (1920), height (1080), frames (120), codec
+    ('libx264'; 'auto' probes NVENC), preset ('ultrafast'), crf (23), fragment_s (1.0).
+    Returns {"encoder", "preset", "width", "height", "frames", "fps", "ms_per_frame",
+    "mbit_per_s" (at 25 fps)}."""
+    width, height = int(getattr(args, "width", 1920)), int(getattr(args, "height", 1080))
+    n = int(getattr(args, "frames", 120))
+    enc = EncoderConfig(
+        codec=getattr(args, "codec", "libx264"),
+        preset=getattr(args, "preset", "ultrafast"),
+        crf=int(getattr(args, "crf", 23)),
+    )
+    codec = resolve_codec(enc.codec, "bench record")
+    import cv2
+
+    rng = np.random.default_rng(0)  # a smooth random scene scrolling 8 px a frame
+    coarse = rng.integers(0, 256, (height // 16, (width + 64 * 8) // 16, 3), dtype=np.uint8)
+    texture = cv2.resize(coarse, (width + 64 * 8, height), interpolation=cv2.INTER_CUBIC)
+    images = [np.ascontiguousarray(texture[:, 8 * (i % 64) : 8 * (i % 64) + width]) for i in range(16)]
+    tb = Fraction(1, 25)
+    with tempfile.TemporaryDirectory() as tmp:
+        seg = Segment(
+            Path(tmp) / "bench.mp4",
+            Path(tmp) / "bench.jsonl",
+            codec=codec,
+            width=width,
+            height=height,
+            time_base=tb,
+            pts0=0,
+            fragment_s=float(getattr(args, "fragment_s", 1.0)),
+            encoder=enc,
+        )
+        t0 = time.perf_counter()
+        for i in range(n):
+            seg.add(images[i % len(images)], i, {"seq": i, "pts": i}, {})
+        seg.close()
+        elapsed = time.perf_counter() - t0
+        size = seg.mp4.stat().st_size
+    return {
+        "encoder": codec,
+        "preset": enc.preset if codec == "libx264" else enc.nvenc_preset,
+        "width": width,
+        "height": height,
+        "frames": n,
+        "fps": n / elapsed,
+        "ms_per_frame": 1000 * elapsed / n,
+        "mbit_per_s": size * 8 / (n / 25) / 1e6,
+    }

@@ -1,0 +1,237 @@
+"""One recording segment: a fragmented MP4 (H.264) and its JSONL sidecar, both crash-safe.
+
+The MP4 is written with ``movflags=frag_keyframe+empty_moov+default_base_moof``
+(and ``frag_duration``): a moov without samples first, then one self-contained
+moof+mdat fragment per keyframe (keyframes are forced every ``fragment_s``).
+PyAV hands the muxer's bytes to ``FragmentFile``, which passes them to the file
+only as whole top-level boxes, a moof always together with its mdat, in one
+``write`` call. So a killed recorder leaves a file that ends on a fragment
+boundary and decodes without error; what is lost is the fragment being built
+(at most ``fragment_s`` of video) and the frames still queued.
+
+Sidecar lines are written when the fragment holding their frames reaches the
+file, so the sidecar never describes frames the video does not have (a kill
+between the two writes leaves the sidecar at most one fragment short). Line i
+describes decoded frame i of the MP4::
+
+    {"index": i, "source", "seq", "pts", "time_base": [num, den], "t": seconds since
+     the segment's first frame (= the frame's pts in the MP4), "capture_ns",
+     "width", "height", "objects": [{"track_id", "class_id", "score",
+     "box": [x1, y1, x2, y2] source-image pixels, "mask": COCO RLE {"size": [H, W],
+     "counts"}, "mask_kind"}, …]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections import deque
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from stream.objects import MASK_KINDS, FrameObjects
+from stream.sinks.h264 import EncoderConfig, add_h264_stream, video_frame
+
+try:
+    from stream.masks.rle import encode as rle_encode
+except ImportError:  # pragma: no cover — the masks package is optional for recording
+    from pycocotools import mask as _mask_utils
+
+    def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+        rle = _mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"].decode("ascii")}
+
+
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+
+
+class FragmentFile:
+    """Write-only file object for PyAV that commits whole MP4 boxes, moof+mdat pairs atomically.
+
+    The file is created (exclusively, never through a symlink) with its first
+    complete boxes, so it never exists empty. ``fragments``: moof+mdat pairs on
+    disk; ``bytes``: bytes on disk. Not seekable on purpose (the muxer then never
+    rewrites earlier bytes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._closed = False
+        self._buf = bytearray()
+        self.fragments = 0
+        self.bytes = 0
+
+    def write(self, data: Any) -> int:
+        self._buf += data
+        self._commit()
+        return len(data)
+
+    def _commit(self) -> None:
+        buf, pos, end, frags, pending = self._buf, 0, 0, 0, 0
+        while pos + 8 <= len(buf):
+            size, kind = struct.unpack_from(">I4s", buf, pos)
+            if size == 1:
+                if pos + 16 > len(buf):
+                    break
+                (size,) = struct.unpack_from(">Q", buf, pos + 8)
+            if size < 8:  # size 0 ("to end of file") or corrupt: written at close
+                break
+            if pos + size > len(buf):
+                break
+            pos += size
+            pending += kind == b"mdat"
+            if kind != b"moof":
+                end, frags, pending = pos, frags + pending, 0
+        if end:
+            self._write_all(memoryview(buf)[:end])
+            del buf[:end]
+            self.fragments += frags
+
+    def _write_all(self, data: memoryview) -> None:
+        if self._fd < 0:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o644)
+        while data:
+            n = os.write(self._fd, data)
+            data = data[n:]
+            self.bytes += n
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._buf:
+                self._write_all(memoryview(self._buf))
+                self._buf.clear()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def objects_json(
+    arrays: Mapping[str, np.ndarray], height: int, width: int, *, masks: bool
+) -> list[dict[str, Any]]:
+    """The sidecar's objects of one frame. height, width: the recorded picture size
+    (mask RLEs have this size)."""
+    if "boxes" not in arrays:
+        return []
+    objs = FrameObjects.from_arrays(arrays)
+    out: list[dict[str, Any]] = []
+    for i in range(len(objs)):
+        o: dict[str, Any] = {
+            "track_id": int(objs.track_ids[i]) if objs.track_ids is not None else None,
+            "class_id": int(objs.class_ids[i]),
+            "score": round(float(objs.scores[i]), 4),
+            "box": [round(float(v), 2) for v in objs.boxes[i]],
+        }
+        if masks and objs.masks is not None and i < len(objs.masks):
+            o["mask"] = rle_encode(objs.masks.full_mask(i, height, width))
+            kind = int(objs.masks.kind[i])
+            o["mask_kind"] = MASK_KINDS[kind] if kind < len(MASK_KINDS) else kind
+        out.append(o)
+    return out
+
+
+class Segment:
+    """An open segment being written by one thread.
+
+    width, height: even picture size in pixels; time_base: seconds per pts unit
+    of the source; pts0: source pts of the first frame (MP4 pts = pts − pts0);
+    fragment_s: keyframe (= fragment) interval in seconds."""
+
+    def __init__(
+        self,
+        mp4: Path,
+        jsonl: Path,
+        *,
+        codec: str,
+        width: int,
+        height: int,
+        time_base: Fraction,
+        pts0: int,
+        fragment_s: float,
+        encoder: EncoderConfig,
+        masks: bool = True,
+    ) -> None:
+        self.mp4, self.jsonl = mp4, jsonl
+        self.width, self.height, self.time_base, self.pts0 = width, height, time_base, pts0
+        self.masks = masks
+        self._key_every = max(1, round(fragment_s / float(time_base)))  # in pts units
+        self._last_key: int | None = None
+        self.frames = 0  # frames given to the encoder
+        self.last_pts = pts0 - 1
+        self._file = FragmentFile(mp4)
+        self._sidecar: Any = None  # created with its first lines, after the video's first fragment
+        frag_us = str(max(1, int(fragment_s * 1e6)))
+        self._container = av.open(
+            self._file, "w", format="mp4", options={"movflags": MOVFLAGS, "frag_duration": frag_us}
+        )
+        self._stream = add_h264_stream(self._container, codec, width, height, time_base, encoder)
+        self._encoded: deque[str] = deque()  # lines of frames in the encoder, in order
+        self._muxed: list[str] = []  # lines of packets muxed but not yet on disk
+        self.lines_written = 0
+
+    @property
+    def duration_s(self) -> float:
+        return float((self.last_pts - self.pts0) * self.time_base) if self.frames else 0.0
+
+    def add(
+        self, image: np.ndarray, pts: int, record: dict[str, Any], arrays: Mapping[str, np.ndarray]
+    ) -> None:
+        """Encode one (H, W, 3) uint8 BGR frame with source ``pts`` (> the previous one).
+        record: the identity fields of its sidecar line; arrays: the frame's object arrays."""
+        rel = pts - self.pts0
+        key = self._last_key is None or rel - self._last_key >= self._key_every
+        if key:
+            self._last_key = rel
+        frame = video_frame(image, rel, self.time_base, keyframe=key)
+        line = {
+            "index": self.frames,
+            **record,
+            "t": round(float(rel * self.time_base), 6),
+            "width": self.width,
+            "height": self.height,
+            "objects": objects_json(arrays, self.height, self.width, masks=self.masks),
+        }
+        self._encoded.append(json.dumps(line, separators=(",", ":")) + "\n")
+        self.frames += 1
+        self.last_pts = pts
+        self._mux(self._stream.encode(frame))
+
+    def _mux(self, packets: list[Any]) -> None:
+        for packet in packets:
+            before = self._file.fragments
+            self._container.mux(packet)
+            if self._file.fragments > before:  # the fragment holding every earlier packet is on disk
+                self._write_lines(self._muxed)
+                self._muxed = []
+            if self._encoded:
+                self._muxed.append(self._encoded.popleft())
+
+    def _write_lines(self, lines: list[str]) -> None:
+        if lines:
+            if self._sidecar is None:
+                self._sidecar = self.jsonl.open("x", encoding="utf-8")
+            self._sidecar.write("".join(lines))
+            self._sidecar.flush()
+            self.lines_written += len(lines)
+
+    def close(self) -> None:
+        """Flush the encoder, write the last fragment and the remaining sidecar lines, close both files."""
+        try:
+            self._mux(self._stream.encode(None))
+            self._container.close()
+            self._write_lines([*self._muxed, *self._encoded])
+            self._muxed, self._encoded = [], deque()
+        finally:
+            self._file.close()
+            if self._sidecar is not None:
+                self._sidecar.close()
