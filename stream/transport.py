@@ -282,3 +282,185 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 
             return False
         time.sleep(poll_s)
     return True
+
+
+# --- publishing (PUB/SUB, CURVE) ---
+# The publish sink binds a PUB socket; consumers (stream.client.Subscriber) connect
+# a SUB socket. PUB never blocks: a message for a subscriber whose queue is at its
+# high-water mark is dropped for that subscriber only, so a slow or stuck consumer
+# cannot slow the pipeline. CURVE keys are ZeroMQ certificate files (z85 text):
+# NAME.key holds the public key, NAME.key_secret the public and the secret key.
+
+
+def is_loopback_address(address: str) -> bool:
+    """True when a ZeroMQ address is only reachable from this host: ipc://,
+    inproc://, or tcp:// on 127.x.x.x, ::1 or localhost. '*' and 0.0.0.0 are not."""
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    if not address.startswith("tcp://"):
+        return False
+    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    if ";" in host:  # tcp://SOURCE;HOST:PORT (connect form): the remote host decides
+        host = host.rpartition(";")[2]
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def generate_curve_keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    """Write NAME.key (public) and NAME.key_secret (public + secret, mode 0600) in
+    ``directory`` in ZeroMQ's certificate format (z85 keys). Refuses to overwrite."""
+    import zmq.auth
+
+    public_file, secret_file = directory / f"{name}.key", directory / f"{name}.key_secret"
+    for f in (public_file, secret_file):
+        if f.exists():
+            raise TransportError(f"{f} already exists; remove it or choose another --name")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        old_umask = os.umask(0o077)  # the secret file is never readable by others, even briefly
+        try:
+            pub, sec = zmq.auth.create_certificates(directory, name)
+        finally:
+            os.umask(old_umask)
+        Path(pub).chmod(0o644)
+        Path(sec).chmod(0o600)
+    except OSError as exc:
+        raise TransportError(f"cannot write keys in {directory}: {exc.strerror}") from exc
+    return Path(pub), Path(sec)
+
+
+def load_curve_public_key(path: Path) -> bytes:
+    """The z85 public key (40 bytes) in a .key or .key_secret file."""
+    try:
+        import zmq.auth
+
+        public, _ = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise TransportError(
+            f"{path} is not a readable ZeroMQ key file (make one with `stream keys gen`): {exc}"
+        ) from exc
+    if len(public) != 40:
+        raise TransportError(f"{path}: the public key is not 40 z85 characters")
+    return public
+
+
+def load_curve_secret_key(path: Path) -> tuple[bytes, bytes]:
+    """(public, secret) z85 keys from a .key_secret file. Never logs the key."""
+    try:
+        import zmq.auth
+
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise TransportError(
+            f"{path} is not a readable ZeroMQ key file (make one with `stream keys gen`): {exc}"
+        ) from None
+    if secret is None or len(secret) != 40:
+        raise TransportError(
+            f"{path} holds no secret key; give the NAME.key_secret file written by `stream keys gen`"
+        )
+    return public, secret
+
+
+def load_allowed_keys(directory: Path | None = None, files: tuple[Path, ...] = ()) -> frozenset[bytes]:
+    """Public keys (z85) from every *.key file in ``directory`` and from ``files``."""
+    paths = list(files)
+    if directory is not None:
+        if not directory.is_dir():
+            raise TransportError(f"allowed-keys directory {directory} does not exist")
+        paths.extend(sorted(directory.glob("*.key")))
+    return frozenset(load_curve_public_key(p) for p in paths)
+
+
+class _AllowList:
+    """ZAP credentials provider: a client is let in when its public key is listed."""
+
+    def __init__(self, keys: frozenset[bytes]) -> None:
+        self._keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self._keys
+
+
+def open_publisher(
+    ctx: zmq.Context[Any],
+    address: str,
+    *,
+    hwm: int,
+    curve_secret_key: bytes | None = None,
+    allowed_keys: frozenset[bytes] = frozenset(),
+) -> tuple[zmq.Socket[Any], Any]:
+    """Bind a PUB socket at ``address`` (e.g. tcp://127.0.0.1:5560) with send HWM
+    ``hwm`` messages per subscriber. With ``curve_secret_key`` (z85) it is a CURVE
+    server and a ZAP authenticator admits only ``allowed_keys``; returns
+    (socket, authenticator or None) — stop the authenticator after closing the socket."""
+    auth = None
+    if curve_secret_key is not None:
+        import logging
+
+        from zmq.auth.thread import ThreadAuthenticator
+
+        if not allowed_keys:
+            raise TransportError(
+                "CURVE is on but no client public key is allowed: every subscriber would be refused"
+            )
+        auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".zap"))
+        auth.start()  # before bind: a client's handshake is checked as it connects
+        auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(allowed_keys))
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    if curve_secret_key is not None:
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret_key)
+    try:
+        sock.bind(address)
+    except zmq.ZMQError as exc:
+        sock.close()
+        if auth is not None:
+            auth.stop()
+        raise TransportError(f"cannot bind publisher at {address}: {exc.strerror}") from exc
+    return sock, auth
+
+
+def publish(sock: zmq.Socket[Any], topic: bytes, payload: bytes) -> bool:
+    """Send [topic, payload] without ever waiting; False when ZeroMQ refused it."""
+    try:
+        sock.send_multipart([topic, payload], flags=zmq.NOBLOCK, copy=True)
+        return True
+    except zmq.Again:
+        return False
+
+
+def open_subscriber(
+    ctx: zmq.Context[Any],
+    address: str,
+    *,
+    topics: tuple[bytes, ...] = (b"",),
+    hwm: int = 1000,
+    curve_keys: tuple[bytes, bytes] | None = None,
+    server_public_key: bytes | None = None,
+) -> zmq.Socket[Any]:
+    """Connect a SUB socket to a publisher, subscribed to ``topics`` (topic = source
+    id; b"" = all). curve_keys: this client's (public, secret) z85 keys, with the
+    server's public key: CURVE on. A refused client simply receives nothing."""
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    if curve_keys is not None or server_public_key is not None:
+        if curve_keys is None or server_public_key is None:
+            sock.close()
+            raise TransportError(
+                "CURVE needs both this client's secret key file and the server's public key file"
+            )
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve_keys[0])
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve_keys[1])
+        sock.setsockopt(zmq.CURVE_SERVERKEY, server_public_key)
+    for t in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, t)
+    try:
+        sock.connect(address)
+    except zmq.ZMQError as exc:
+        sock.close()
+        raise TransportError(
+            f"cannot connect subscriber to {address}: {exc.strerror} (expected tcp://HOST:PORT or ipc://PATH)"
+        ) from exc
+    return sock

@@ -1,0 +1,296 @@
+"""Publish sink: every frame's objects (boxes, ids, classes, scores, COCO RLE masks)
+on a ZeroMQ PUB socket, topic = source id. The record schema and the subscriber
+API are in ``stream.client``.
+
+A slow or stuck subscriber never slows the pipeline: PUB drops messages for a
+subscriber whose queue (``hwm`` messages) is full, and ``write`` never waits.
+Each record carries the frame's ``seq`` (pipeline drops leave gaps) and this
+publisher's per-source ``pub_seq`` (gaps there are records a subscriber lost).
+
+Optional CURVE: the server secret key comes from a file (never logged); only
+clients whose public keys are in the allow-list (a directory of *.key files
+and/or a list of files) get through the ZAP authenticator. Binding a
+non-loopback address without CURVE logs a warning.
+
+Masks are RLE-encoded from their crops without building a full-frame mask
+(``crop_to_rle``), about 0.1 ms per 250×200 crop at 1080p instead of ~6 ms
+for pycocotools on a full Fortran-order frame (``stream bench outputs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+from pycocotools import mask as mask_utils
+from pydantic import Field, field_validator
+
+from stream import transport
+from stream.client import EndRecord, FrameRecord, PublishedObject, Rle, encode_record
+from stream.config import Config, StrictModel, validate_section
+from stream.errors import ConfigError, TransportError
+from stream.messages import Frame
+from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects
+
+log = logging.getLogger(__name__)
+
+
+class PublishConfig(StrictModel):
+    """``sinks.publish``. endpoint: address to bind (tcp://HOST:PORT or ipc://PATH);
+    hwm: messages queued per subscriber before PUB drops for it;
+    curve_server_secret_key_file: NAME.key_secret (from ``stream keys gen``) turns
+    CURVE on; curve_allowed_keys_dir / curve_allowed_keys: client public key files
+    (*.key) allowed in; encode_masks: False sends objects without masks."""
+
+    enabled: bool = True
+    endpoint: str = "tcp://127.0.0.1:5560"
+    hwm: int = Field(default=100, ge=1, le=1_000_000)
+    curve_server_secret_key_file: str | None = None
+    curve_allowed_keys_dir: str | None = None
+    curve_allowed_keys: list[str] = []
+    encode_masks: bool = True
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        if not v.startswith(("tcp://", "ipc://")):
+            raise ValueError("must be tcp://HOST:PORT or ipc://PATH")
+        return v
+
+
+def crop_to_rle(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> Rle:
+    """COCO RLE of a (height, width) frame that is False except for ``crop``.
+
+    crop: (h, w) bool, crop[0, 0] at source-image pixel (x0, y0); parts outside
+    the frame are clipped. Equal (same counts string) to pycocotools' encoding of
+    the full mask, computed from the crop's runs: COCO counts are column-major, so
+    a run in crop column c at row r starts at full index (x0 + c) * height + y0 + r.
+    """
+    h, w = crop.shape
+    cx0, cy0 = max(0, -x0), max(0, -y0)
+    cx1, cy1 = min(w, width - x0), min(h, height - y0)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return Rle((height, width), _compress([height * width], height, width))
+    crop = crop[cy0:cy1, cx0:cx1]
+    x0, y0 = x0 + cx0, y0 + cy0
+    h, w = crop.shape
+    # a False row above and below, so that no run crosses from one column to the next;
+    # transitions found row-major (contiguous, fast), then put in column-major order
+    padded = np.zeros((h + 2, w), np.uint8)
+    padded[1:-1] = crop
+    edges = np.flatnonzero(padded[1:] != padded[:-1])  # run starts and ends, alternating per column
+    if edges.size == 0:
+        return Rle((height, width), _compress([height * width], height, width))
+    rows, cols = np.divmod(edges, w)
+    full = (cols + x0) * height + (rows + y0)
+    full.sort()
+    if full.size > 2:  # a run ending at the bottom edge and one starting at the top of the next column
+        touching = np.flatnonzero(full[1:-1:2] == full[2::2])
+        if touching.size:
+            keep = np.ones(full.size, bool)
+            keep[2 * touching + 1] = False
+            keep[2 * touching + 2] = False
+            full = full[keep]
+    bounds = np.empty(full.size + 2, np.int64)
+    bounds[0], bounds[1:-1], bounds[-1] = 0, full, height * width
+    counts = np.diff(bounds)
+    if counts[-1] == 0:  # the last pixel is set: no trailing empty run, as pycocotools writes it
+        counts = counts[:-1]
+    return Rle((height, width), _compress(counts.tolist(), height, width))
+
+
+def _compress(counts: list[int], height: int, width: int) -> str:
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return rle["counts"].decode("ascii")  # type: ignore[no-any-return]
+
+
+def frame_size(frame: Frame) -> tuple[int, int]:
+    """(height, width) of the frame's pixels from its image or shared-memory ref; (0, 0) unknown."""
+    if frame.image is not None:
+        return int(frame.image.shape[0]), int(frame.image.shape[1])
+    px = frame.header.pixels
+    return (px.height, px.width) if px is not None else (0, 0)
+
+
+def frame_record(
+    frame: Frame, pub_seq: int, class_names: Sequence[str], *, encode_masks: bool = True
+) -> FrameRecord:
+    """The published record of ``frame``'s objects (see stream.client)."""
+    h = frame.header
+    height, width = frame_size(frame)
+    objs = FrameObjects.from_arrays(frame.arrays)
+    n = len(objs)
+    boxes = objs.boxes.reshape(-1, 4).tolist()
+    scores = objs.scores.tolist()
+    class_ids = objs.class_ids.tolist()
+    track_ids = objs.track_ids.tolist() if objs.track_ids is not None else [None] * n
+    masks = objs.masks
+    n_masks = len(masks) if masks is not None else 0
+    out = []
+    for i in range(n):
+        cid = int(class_ids[i])
+        rle = kind = age = None
+        if masks is not None and i < n_masks:
+            kind_code = int(masks.kind[i])
+            kind = MASK_KINDS[kind_code] if kind_code < len(MASK_KINDS) else str(kind_code)
+            age = int(masks.age[i])
+            if encode_masks and height and width:
+                x1, y1, _, _ = (int(v) for v in masks.crop_boxes[i])
+                rle = crop_to_rle(masks.crop(i), x1, y1, height, width)
+        out.append(
+            PublishedObject(
+                class_id=cid,
+                class_name=class_names[cid] if 0 <= cid < len(class_names) else str(cid),
+                score=float(scores[i]),
+                box=tuple(boxes[i]),
+                track_id=track_ids[i],  # type: ignore[arg-type]
+                rle=rle,
+                mask_kind=kind,
+                mask_age=age,
+            )
+        )
+    return FrameRecord(
+        source=h.source,
+        seq=h.seq,
+        pub_seq=pub_seq,
+        pts=h.pts,
+        time_base=h.time_base,
+        capture_ns=h.capture_ns,
+        publish_ns=time.time_ns(),
+        random_weights=h.random_weights,
+        width=width,
+        height=height,
+        objects=tuple(out),
+    )
+
+
+class PublishSink:
+    """Publishes one record per frame at ``endpoint`` (bound here). Never blocks.
+
+    curve_secret_key: this server's z85 secret key (CURVE on) with
+    ``allowed_keys`` the z85 public keys of the clients let in.
+    Counters: published (records sent), refused (records ZeroMQ would not take),
+    bytes_published, last_write_ms.
+    """
+
+    name = "publish"
+    wants_annotated = False
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        hwm: int = 100,
+        class_names: Sequence[str] = COCO_CLASSES,
+        encode_masks: bool = True,
+        curve_secret_key: bytes | None = None,
+        allowed_keys: frozenset[bytes] = frozenset(),
+    ) -> None:
+        self.endpoint = endpoint
+        self.class_names = tuple(class_names)
+        self.encode_masks = encode_masks
+        self.published = 0
+        self.refused = 0
+        self.bytes_published = 0
+        self.last_write_ms = 0.0
+        self._pub_seq: dict[str, int] = {}
+        self._last_seq: dict[str, int] = {}
+        self._warned_no_size = False
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        try:
+            self._sock, self._auth = transport.open_publisher(
+                self._ctx, endpoint, hwm=hwm, curve_secret_key=curve_secret_key, allowed_keys=allowed_keys
+            )
+        except BaseException:
+            self._ctx.term()
+            raise
+        if curve_secret_key is None and not transport.is_loopback_address(endpoint):
+            log.warning(
+                "publish endpoint %s is reachable from other hosts and CURVE is off: anyone who can connect "
+                "receives every object and mask; set sinks.publish.curve_server_secret_key_file and an "
+                "allow-list, or bind 127.0.0.1",
+                endpoint,
+            )
+        curve = f"CURVE on, {len(allowed_keys)} allowed client key(s)" if curve_secret_key else "no CURVE"
+        log.info("publishing objects at %s (%s)", self.bound_endpoint, curve)
+
+    @property
+    def bound_endpoint(self) -> str:
+        """The address actually bound (tcp://…:0 becomes the chosen port)."""
+        return str(self._sock.getsockopt_string(zmq.LAST_ENDPOINT))
+
+    def write(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        src = frame.source
+        pub_seq = self._pub_seq.get(src, 0)
+        record = frame_record(frame, pub_seq, self.class_names, encode_masks=self.encode_masks)
+        if record.width == 0 and record.objects and not self._warned_no_size:
+            self._warned_no_size = True
+            log.warning(
+                "source=%s seq=%d: frame has no pixels, so its size is unknown; masks are not published",
+                src,
+                frame.seq,
+            )
+        self._send(src, encode_record(record))
+        self._last_seq[src] = frame.seq
+        self.last_write_ms = (time.perf_counter() - t0) * 1000
+
+    def _send(self, source: str, payload: bytes) -> None:
+        self._pub_seq[source] = self._pub_seq.get(source, 0) + 1
+        if transport.publish(self._sock, source.encode(), payload):
+            self.published += 1
+            self.bytes_published += len(payload)
+        else:
+            self.refused += 1
+
+    def end_source(self, source: str) -> None:
+        rec = EndRecord(
+            source=source, pub_seq=self._pub_seq.get(source, 0), last_seq=self._last_seq.get(source, -1)
+        )
+        self._send(source, encode_record(rec))
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+        self._ctx.term()
+
+
+def build(section: dict[str, Any], config: Config) -> PublishSink:
+    """The sink for ``sinks.publish`` (see PublishConfig). Raises ConfigError."""
+    cfg = validate_section(PublishConfig, section, "sinks.publish")
+    secret = None
+    allowed: frozenset[bytes] = frozenset()
+    try:
+        if cfg.curve_server_secret_key_file:
+            _, secret = transport.load_curve_secret_key(Path(cfg.curve_server_secret_key_file))
+            allowed = transport.load_allowed_keys(
+                Path(cfg.curve_allowed_keys_dir) if cfg.curve_allowed_keys_dir else None,
+                tuple(Path(p) for p in cfg.curve_allowed_keys),
+            )
+            if not allowed:
+                raise ConfigError(
+                    "config error: sinks.publish: CURVE is on but no client key is allowed; "
+                    "put client *.key files in curve_allowed_keys_dir or list them in curve_allowed_keys"
+                )
+        elif cfg.curve_allowed_keys_dir or cfg.curve_allowed_keys:
+            raise ConfigError(
+                "config error: sinks.publish: an allow-list needs curve_server_secret_key_file "
+                "(make one with `stream keys gen`)"
+            )
+    except TransportError as exc:
+        raise ConfigError(f"config error: sinks.publish: {exc}") from None
+    class_names = config.detect.get("class_names") or COCO_CLASSES
+    return PublishSink(
+        cfg.endpoint,
+        hwm=cfg.hwm,
+        class_names=class_names,
+        encode_masks=cfg.encode_masks,
+        curve_secret_key=secret,
+        allowed_keys=allowed,
+    )
