@@ -203,11 +203,13 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.stopped = False
+        self.count = 0  # SIGTERMs received: a capture stops reading at the first, leaves at the second
         signal.signal(signal.SIGTERM, self._set)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _set(self, *_: Any) -> None:
         self.stopped = True
+        self.count += 1
 
     def __call__(self) -> bool:
         return self.stopped
@@ -227,10 +229,17 @@ class StageRunner:
         self._zctx = zmq.Context()
         self._rings = RingCache(Path(spec.ring_dir))
         self.out: zmq.Socket[Any] | None = None
+        self._give_up_at = float("inf")
+
+    def _should_stop_sending(self) -> bool:
+        return self.stop() or time.monotonic() > self._give_up_at
 
     def _open(self) -> None:
         s = self.spec
-        self.hb = Heartbeater(open_socket(self._zctx, s.heartbeat, hwm=100), s.name, self.counters,
+        # own context: the data context's term() waits for queued frames to be delivered
+        # while this one keeps heartbeating
+        self._hbctx = zmq.Context()
+        self.hb = Heartbeater(open_socket(self._hbctx, s.heartbeat, hwm=100), s.name, self.counters,
                               s.heartbeat_interval_s, self.latency)
         self.ctl = open_socket(self._zctx, s.control, hwm=100)
         self.inp = open_socket(self._zctx, s.input, hwm=s.hwm)
@@ -249,23 +258,35 @@ class StageRunner:
                 self._step()
             if len(self.ended) >= len(self.spec.sources):
                 self._finish()
+                self._wait_until_released()
             return 0
         finally:
             try:
                 self.stage.close()
             finally:
-                self.hb.stop()
                 self._rings.close()
-                # linger: what is still queued (last frames, end-of-stream, report) must be delivered
+                self.inp.close(linger=0)
+                self.ctl.close(linger=0)
                 if self.out is not None:
-                    self.out.close(linger=3000)
-                self.hb.sock.close(linger=1000)
-                self._zctx.destroy(linger=0)
+                    self.out.close(linger=0)  # delivery was awaited in _wait_until_released
+                self._zctx.term()
+                self.hb.stop()
+                self._hbctx.destroy(linger=1000)
 
     def _finish(self) -> None:
         self.hb.state = "done"
         if self.sink is not None:
             self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.sink.reports())))
+
+    def _wait_until_released(self) -> None:
+        """ZeroMQ discards what a peer has not read yet when the sender disconnects, so a
+        stage that has sent its last frames stays connected (heartbeating 'done') until
+        the supervisor, seeing the last stage finish, tells everyone to go."""
+        if self.out is None:
+            return
+        while not self.stop():
+            self._poll_control()
+            time.sleep(0.05)
 
     def _poll_control(self) -> None:
         parts = recv_parts(self.ctl, 0)
@@ -277,6 +298,8 @@ class StageRunner:
             log.warning("ignoring control message: %s", exc)
             return
         if isinstance(msg, Control) and msg.command == "drain":
+            # what is left goes out with a deadline: downstream may already be gone
+            self._give_up_at = time.monotonic() + 3.0
             for source in self.spec.sources:
                 if source not in self.ended:
                     last = self.counters.last_seq.get(source, -1)
@@ -376,7 +399,7 @@ class StageRunner:
             self.counters.frames_out += 1
             return
         parts = encode_frame(frame, inline_image=self.spec.inline_pixels)
-        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self.stop):
+        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self._should_stop_sending):
             self.counters.frames_out += 1
         else:
             self._drop(frame, "stopped")
@@ -389,4 +412,4 @@ class StageRunner:
             self.ended.add(msg.source)
             log.info("stage %s: end of stream for source=%s (%s)", self.spec.name, msg.source, msg.reason)
         if self.out is not None:
-            send_parts(self.out, encode_message(msg), block=True, timeout_s=0.2, should_stop=self.stop)
+            send_parts(self.out, encode_message(msg), block=True, timeout_s=0.2, should_stop=self._should_stop_sending)

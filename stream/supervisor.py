@@ -180,11 +180,21 @@ class Supervisor:
         t0 = time.monotonic()
         if self.metrics:
             self.metrics.start()
-        for p in self.procs:  # output first: every stage binds its input before upstream sends
-            self._spawn(p)
+        for p in self.procs:  # stages first, output first: each binds its input before upstream sends
+            if not p.is_capture:
+                self._spawn(p)
+        captures_started = False
         try:
             while not self._done():
                 self._pump_heartbeats(timeout_ms=100)
+                if not captures_started and (self._stages_ready() or self._stopping):
+                    # models are loaded and warmed up: frames start flowing only now
+                    for p in self.procs:
+                        if p.is_capture and not self._stopping:
+                            self._spawn(p)
+                        elif p.is_capture:
+                            p.finished = True
+                    captures_started = True
                 self._check_procs()
                 self._maybe_drain()
                 if self._stopping and time.monotonic() > self._stop_deadline:
@@ -195,9 +205,11 @@ class Supervisor:
         return self._summary(time.monotonic() - t0)
 
     def _done(self) -> bool:
-        output = next(p for p in self.procs if p.name == "output")
-        return output.finished and all(p.finished or p.popen is None or p.popen.poll() is not None
-                                       for p in self.procs)
+        """The run is over when the last stage has finished (every source ended there)."""
+        return next(p for p in self.procs if p.name == "output").finished
+
+    def _stages_ready(self) -> bool:
+        return all(p.hb is not None and p.hb.state in ("running", "done") for p in self.procs if not p.is_capture)
 
     def _pump_heartbeats(self, timeout_ms: int) -> None:
         parts = recv_parts(self.hb_sock, timeout_ms)
@@ -229,7 +241,7 @@ class Supervisor:
         now = time.monotonic()
         sup = self.config.supervisor
         for p in self.procs:
-            if p.finished:
+            if p.finished or p.popen is None:
                 continue
             if p.restart_at is not None:
                 if now >= p.restart_at:
@@ -280,16 +292,23 @@ class Supervisor:
         once every capture has finished and nothing moved for drain_idle_s, tell the
         stages to end their remaining sources."""
         captures = [p for p in self.procs if p.is_capture]
-        if not all(p.finished for p in captures):
+        if not all(p.finished or (p.hb is not None and p.hb.state in ("done", "failed")) for p in captures):
             return
         progress = sum(p.hb.frames_in + p.hb.frames_out for p in self.procs if p.hb)
         now = time.monotonic()
         if progress != self._last_progress[0]:
             self._last_progress = (progress, now)
             return
-        busy = any(p.restart_at is not None or (p.hb is not None and p.hb.busy_s > 0) for p in self.procs)
+        def busy(p: Proc) -> bool:
+            if p.finished or p.is_capture:
+                return False
+            if p.restart_at is not None or p.hb is None:
+                return True
+            return p.hb.state == "starting" or p.hb.busy_s > 0
+
+        busy_now = any(busy(p) for p in self.procs)
         idle = now - self._last_progress[1]
-        if not busy and idle > self.config.supervisor.drain_idle_s and now - self._drained_at > 2.0:
+        if not busy_now and idle > self.config.supervisor.drain_idle_s and now - self._drained_at > 2.0:
             log.warning("pipeline idle after end of input; draining the stages")
             self.ctl_sock.send(encode_control(Control("drain")))
             self._drained_at = now

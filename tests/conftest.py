@@ -29,14 +29,23 @@ def stream_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "stream.cli", *args]
 
 
-def run_stream(*args: str, timeout: float = 120, cwd: Path = REPO, env: dict[str, str] | None = None
-               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(stream_cmd(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+def run_stream(
+    *args: str, timeout: float = 120, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        stream_cmd(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def start_stream(*args: str, cwd: Path = REPO) -> subprocess.Popen[str]:
-    return subprocess.Popen(stream_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    return subprocess.Popen(
+        stream_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd
+    )
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -98,3 +107,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session: the exported YOLO-NAS artifact is built once."""
+    return tmp_path_factory.mktemp("stream-cache")

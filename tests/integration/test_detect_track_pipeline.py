@@ -1,0 +1,89 @@
+"""Detection and tracking stages inside the real pipeline (random weights: nothing
+here is presented as a detection result)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from stream.data import demo_clip_path
+from tests.conftest import free_port, run_stream
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def config(tmp_path: Path, sources: list[dict], pipeline: list[str], **sections: object) -> Path:
+    cfg = {
+        "sources": sources,
+        "pipeline": pipeline,
+        "sinks": {"jsonl": {"path": str(tmp_path / "f.jsonl")}},
+        "metrics": {"port": free_port()},
+        **sections,
+    }
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_missing_weights_refuse_to_start_and_name_the_command(tmp_path):
+    cfg = config(tmp_path, [{"id": "s", "type": "synthetic", "max_frames": 3}], ["detect"])
+    r = run_stream("run", str(cfg), env={"STREAM_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 5
+    assert "stream weights pull yolo_nas_s" in r.stderr and "--random-weights" in r.stderr
+    assert not (tmp_path / "f.jsonl").exists()
+
+
+def test_random_weights_run_detect_and_track_and_mark_every_output(tmp_path, artifact_cache):
+    frames = 12
+    cfg = config(
+        tmp_path,
+        [{"id": "street", "type": "file", "path": str(demo_clip_path()), "max_frames": frames}],
+        ["detect", "track"],
+        detect={"input_size": 320, "conf": 0.05, "max_batch": 4, "device": "cpu"},
+        track={
+            "frame_rate": 10,
+            "track_activation_threshold": 0.1,
+            "high_conf_det_threshold": 0.1,
+            "minimum_consecutive_frames": 1,
+        },
+    )
+    r = run_stream(
+        "run",
+        str(cfg),
+        "--random-weights",
+        "--summary-json",
+        str(tmp_path / "s.json"),
+        env={"STREAM_CACHE": str(artifact_cache)},
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert [x["seq"] for x in records] == list(range(frames))
+    assert all(x["random_weights"] for x in records)
+    assert all([s[0] for s in x["stamps"]] == ["capture", "detect", "track", "output"] for x in records)
+    assert "RANDOM WEIGHTS" in r.stdout and "RANDOM WEIGHTS" in r.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["sources"][0]["processed"] == frames
+
+
+def test_mot_public_detections_are_tracked_without_a_detector(tmp_path):
+    det = tmp_path / "det.txt"
+    rows = []
+    for f in range(1, 31):  # two people walking right, one left
+        for i, (x0, dx) in enumerate(((10, 4), (60, 3), (300, -5))):
+            rows.append(f"{f},-1,{x0 + dx * f},{50 + 40 * i},30,60,0.9,-1,-1,-1")
+    det.write_text("\n".join(rows) + "\n")
+    cfg = config(
+        tmp_path,
+        [{"id": "seq", "type": "mot", "path": str(det)}],
+        ["track"],
+        track={"minimum_consecutive_frames": 1},
+    )
+    r = run_stream("run", str(cfg))
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert len(records) == 30
+    assert np.mean([x["objects"] for x in records[2:]]) == pytest.approx(3, abs=0.2)
