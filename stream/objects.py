@@ -8,7 +8,7 @@ Array names (all optional; N objects, parallel):
     mask_boxes (N,4) int32    XYXY crop of each mask in pixels (x2, y2 exclusive)
     mask_bits  (B,)  uint8    every crop's bool mask, np.packbits'ed, concatenated
     mask_offsets (N+1,) int64 start of object i's bits in mask_bits (bytes)
-    mask_kind  (N,)  uint8    0 = keyframe (fresh from SAM), 1 = propagated
+    mask_kind  (N,)  uint8    0 = keyframe (fresh from SAM), 1 = propagated, 2 = none (empty crop)
     mask_age   (N,)  int32    frames since the mask's keyframe
 
 Masks stay box crops from the segment stage to the sinks; ``full_mask``
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MASK_KINDS = ("keyframe", "propagated")
+MASK_KINDS = ("keyframe", "propagated", "none")  # mask_kind codes 0, 1, 2
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def frame_record(
     for i in range(n):
         cid = int(class_ids[i])
         rle = kind = age = None
-        if masks is not None and i < n_masks:
+        if masks is not None and i < n_masks and int(masks.kind[i]) < 2:  # 2: this object has no mask
             kind_code = int(masks.kind[i])
             kind = MASK_KINDS[kind_code] if kind_code < len(MASK_KINDS) else str(kind_code)
             age = int(masks.age[i])
