@@ -33,13 +33,15 @@ class SegmentConfig(StrictModel):
     """model: SAM size ('tiny' is a small SAM for tests). weights: registry name
     (e.g. sam_vit_b) or a checkpoint path; default the official weights of ``model``.
     interval: frames between keyframes per track; drift_iou: refresh when the box's
-    IoU with its keyframe box falls below this; method: propagation between keyframes."""
+    IoU with its keyframe box falls below this; appearance_ncc: refresh when the box's
+    content correlates less than this with the keyframe's; method: propagation between keyframes."""
 
     model: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_b"
     weights: str | None = None
     device: str = "auto"
     interval: int | None = Field(10, ge=1)
     drift_iou: float | None = Field(0.5, gt=0, le=1)
+    appearance_ncc: float | None = Field(0.7, ge=-1, le=1)
     method: Literal["box", "flow"] = "box"
     max_masks: int = Field(64, ge=1)
     max_missed: int = Field(30, ge=0)
@@ -82,7 +84,8 @@ class SegmentStage(StageBase):
         if store is None:
             p = self.params
             store = self.stores[source] = MaskStore(
-                source, KeyframePolicy(interval=p.interval, drift_iou=p.drift_iou), method=p.method,
+                source, KeyframePolicy(interval=p.interval, drift_iou=p.drift_iou, appearance_ncc=p.appearance_ncc),
+                method=p.method,
                 max_masks=p.max_masks, max_missed=p.max_missed)
         return store
 
