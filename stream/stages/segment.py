@@ -12,6 +12,8 @@ cap, or a box with no area) has an empty crop and kind 2 ("none").
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +35,10 @@ class SegmentConfig(StrictModel):
     """model: SAM size ('tiny' is a small SAM for tests). weights: registry name
     (e.g. sam_vit_b) or a checkpoint path; default the official weights of ``model``.
     interval: frames between keyframes per track; drift_iou: refresh when the box's
-    IoU with its keyframe box falls below this; appearance_ncc: refresh when the box's
+    IoU with its keyframe box falls below this; async_keyframes: run SAM beside the
+    stream instead of in it ('auto': for live sources), so a keyframe never holds a
+    frame back: its masks arrive up to max_lag_frames later (older ones are discarded)
+    and are moved to the boxes of the frame they land on; appearance_ncc: refresh when the box's
     content correlates less than this with the keyframe's; method: propagation between keyframes."""
 
     model: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_b"
@@ -47,6 +52,8 @@ class SegmentConfig(StrictModel):
     max_missed: int = Field(30, ge=0)
     multimask: bool = False
     random_seed: int = 0
+    async_keyframes: Literal["auto", "always", "never"] = "auto"
+    max_lag_frames: int = Field(15, ge=1)
 
 
 def params(config: Config) -> SegmentConfig:
@@ -70,11 +77,26 @@ def preflight(config: Config) -> None:
 class SegmentStage(StageBase):
     name = "segment"
 
-    def __init__(self, segmenter: object, params: SegmentConfig, *, random_weights: bool = False) -> None:
+    def __init__(self, segmenter: object, params: SegmentConfig, *, random_weights: bool = False,
+                 live_sources: frozenset[str] = frozenset()) -> None:
         self.segmenter = segmenter
         self.params = params
         self.random_weights = random_weights
         self.stores: dict[str, object] = {}
+        self.live_sources = live_sources
+        self._jobs: dict[str, _KeyframeJob] = {}
+        self._late: dict[str, dict[int, tuple[int, int]]] = {}  # source -> track -> (key_index, extra age)
+        self._pool: ThreadPoolExecutor | None = None
+        self.stale_keyframes = 0
+
+    def _is_async(self, source: str) -> bool:
+        mode = self.params.async_keyframes
+        return mode == "always" or (mode == "auto" and source in self.live_sources)
+
+    def _sam(self, image: np.ndarray, boxes: np.ndarray) -> tuple[list, np.ndarray]:  # type: ignore[type-arg]
+        emb = self.segmenter.embed(image)  # type: ignore[attr-defined]
+        batch = self.segmenter.segment(emb, boxes, multimask=self.params.multimask)  # type: ignore[attr-defined]
+        return batch.crops, batch.scores
 
     def _store(self, source: str):  # type: ignore[no-untyped-def]
         from stream.masks.keyframes import KeyframePolicy
@@ -101,18 +123,24 @@ class SegmentStage(StageBase):
         boxes = np.asarray(a["boxes"], np.float32).reshape(-1, 4)
         if "finished_ids" in a and len(a["finished_ids"]):
             store.free(a["finished_ids"])
+            late = self._late.get(frame.source)
+            for tid in a["finished_ids"].tolist() if late else ():
+                late.pop(int(tid), None)
+        if self._is_async(frame.source):
+            self._apply_finished_job(frame, store, ids)  # as of the previous frame: this one moves it
         store.begin_frame(height, width, frame=frame.image, seq=frame.seq)
-        plan = store.plan(ids, boxes)
-        if plan.keyframe.size:
-            emb = self.segmenter.embed(frame.image)  # type: ignore[attr-defined]
-            batch = self.segmenter.segment(emb, plan.boxes[plan.keyframe],  # type: ignore[attr-defined]
-                                           multimask=self.params.multimask)
-            store.update_keyframe(ids[plan.keyframe], plan.boxes[plan.keyframe], batch.crops, batch.scores,
-                                  plan.reasons)
-            log.debug("source=%s seq=%d keyframe: %d masks", frame.source, frame.seq, plan.keyframe.size)
-        if plan.propagate.size:
-            store.propagate(ids[plan.propagate], plan.boxes[plan.propagate])
+        if self._is_async(frame.source):
+            self._keyframes_async(frame, store, ids, boxes)
+        else:
+            plan = store.plan(ids, boxes)
+            if plan.keyframe.size:
+                crops, scores = self._sam(frame.image, plan.boxes[plan.keyframe])
+                store.update_keyframe(ids[plan.keyframe], plan.boxes[plan.keyframe], crops, scores, plan.reasons)
+                log.debug("source=%s seq=%d keyframe: %d masks", frame.source, frame.seq, plan.keyframe.size)
+            if plan.propagate.size:
+                store.propagate(ids[plan.propagate], plan.boxes[plan.propagate])
         crops, rects, kinds, ages = [], [], [], []
+        late = self._late.get(frame.source, {})
         for tid in ids:
             tm = store.get(int(tid))
             if tm is None or tm.crop.is_empty:
@@ -124,15 +152,68 @@ class SegmentStage(StageBase):
                 crops.append(tm.crop.mask)
                 rects.append(tm.crop.rect)
                 kinds.append(KIND_CODES[tm.kind])
-                ages.append(tm.age)
+                key_index, extra = late.get(int(tid), (-1, 0))
+                ages.append(tm.age + (extra if key_index == tm.key_index else 0))
         packed = ObjectMasks.pack(crops, np.array(rects, np.int32).reshape(-1, 4), np.array(kinds), np.array(ages))
         out = frame.evolve(**packed.to_arrays())
         if self.random_weights and not out.header.random_weights:
             out = out.with_header(random_weights=True)
         return out
 
+    def _apply_finished_job(self, frame: Frame, store, ids: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+        job = self._jobs.get(frame.source)
+        if job is not None and job.future.done():
+            del self._jobs[frame.source]
+            lag = frame.seq - job.seq
+            if lag <= self.params.max_lag_frames:
+                crops, scores = job.future.result()
+                live = np.isin(job.ids, ids)  # tracks that ended meanwhile get nothing
+                store.update_keyframe(job.ids[live], job.boxes[live], [c for c, k in zip(crops, live, strict=True) if k],
+                                      np.asarray(scores)[live], [r for r, k in zip(job.reasons, live, strict=True) if k])
+                late = self._late.setdefault(frame.source, {})
+                for tid in job.ids[live].tolist():  # ages count from the frame SAM saw, not from now
+                    late[int(tid)] = (store.get(int(tid)).key_index, lag - 1)
+                log.debug("source=%s seq=%d keyframe from seq %d applied (%d frames late)",
+                          frame.source, frame.seq, job.seq, lag)
+            else:
+                self.stale_keyframes += 1
+                log.warning("source=%s seq=%d: keyframe of seq %d came %d frames late (> %d); discarded",
+                            frame.source, frame.seq, job.seq, lag, self.params.max_lag_frames)
+
+    def _keyframes_async(self, frame: Frame, store, ids: np.ndarray, boxes: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+        """SAM runs in a worker thread; this frame goes on with the masks there are."""
+        plan = store.plan(ids, boxes)
+        if plan.keyframe.size and frame.source not in self._jobs:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam")
+            image = np.array(frame.image)  # the ring slot may be reused while SAM runs
+            kboxes = plan.boxes[plan.keyframe].copy()
+            self._jobs[frame.source] = _KeyframeJob(
+                frame.seq, ids[plan.keyframe].copy(), kboxes, list(plan.reasons),
+                self._pool.submit(self._sam, image, kboxes))
+        # every track that already has a mask follows its box meanwhile (fresh keyframes included:
+        # they move from the box of the frame SAM saw to this frame's box)
+        held = np.array([i for i, t in enumerate(ids) if store.get(int(t)) is not None], np.int64)
+        if held.size:
+            store.propagate(ids[held], plan.boxes[held])
+
     def end_source(self, source: str) -> None:
         self.stores.pop(source, None)
+        self._jobs.pop(source, None)
+        self._late.pop(source, None)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _KeyframeJob:
+    seq: int
+    ids: np.ndarray
+    boxes: np.ndarray
+    reasons: list
+    future: Future  # type: ignore[type-arg]
 
 
 def build(config: Config) -> SegmentStage:
@@ -143,4 +224,5 @@ def build(config: Config) -> SegmentStage:
     model = build_sam(p.model, ckpt, random_seed=p.random_seed if ckpt is None else None, device=p.device)
     if ckpt is None:
         log.warning("segment: RANDOM WEIGHTS (SAM %s, seed %d): masks are not segmentations", p.model, p.random_seed)
-    return SegmentStage(SamSegmenter(model), p, random_weights=ckpt is None)
+    live = frozenset(s.id for s in config.sources if s.live)
+    return SegmentStage(SamSegmenter(model), p, random_weights=ckpt is None, live_sources=live)

@@ -64,3 +64,52 @@ def test_mot_boxes_tracked_and_segmented_then_published(tmp_path: Path):
                 assert o.mask().shape == (r.height, r.width)
     lines = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
     assert len(lines) == 40 and np.mean([x["objects"] for x in lines]) == pytest.approx(2, abs=0.2)
+
+
+class _SlowSegmenter:
+    """A real tiny SAM behind a delay: what a big SAM on a slow device looks like."""
+
+    def __init__(self, inner, delay_s: float) -> None:
+        self.inner, self.delay_s = inner, delay_s
+
+    def embed(self, image):
+        import time
+
+        time.sleep(self.delay_s)
+        return self.inner.embed(image)
+
+    def segment(self, emb, boxes, multimask=False):
+        return self.inner.segment(emb, boxes, multimask=multimask)
+
+
+def test_on_a_live_source_sam_never_holds_a_frame_back():
+    import time
+
+    from stream.messages import Frame, FrameHeader
+    from stream.models.sam import SamSegmenter, build_sam
+    from stream.stages.segment import SegmentConfig, SegmentStage
+
+    seg = _SlowSegmenter(SamSegmenter(build_sam("tiny", None, random_seed=0, device="cpu")), delay_s=0.5)
+    stage = SegmentStage(seg, SegmentConfig(model="tiny", interval=5, max_lag_frames=30),
+                         live_sources=frozenset({"cam"}))
+    image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    worst = 0.0
+    kinds, ages = [], []
+    for seq in range(40):
+        box = np.array([[40 + seq, 50, 120 + seq, 150]], np.float32)
+        f = Frame(FrameHeader("cam", seq, seq, (1, 30), 0), image=image).evolve(
+            boxes=box, scores=np.ones(1, np.float32), class_ids=np.zeros(1, np.int32),
+            track_ids=np.array([1], np.int64))
+        t0 = time.perf_counter()
+        out = stage.process(f)
+        worst = max(worst, time.perf_counter() - t0)
+        kinds.append(int(out.arrays["mask_kind"][0]))
+        ages.append(int(out.arrays["mask_age"][0]))
+        time.sleep(1 / 30)
+    stage.close()
+    assert worst < 0.25, f"a frame waited {worst:.2f} s for SAM"
+    assert kinds[0] == 2  # no mask yet: SAM is still working on the first keyframe
+    first_mask = next(i for i, k in enumerate(kinds) if k != 2)
+    assert 5 <= first_mask <= 30  # it arrived a bounded number of frames later
+    assert kinds[first_mask] == 1 and ages[first_mask] >= first_mask  # moved to this frame; aged from SAM's frame
+    assert all(k == 1 for k in kinds[first_mask:])  # carried on every frame since

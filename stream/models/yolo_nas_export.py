@@ -1,0 +1,266 @@
+"""The YOLO-NAS artifact cache: build through super-gradients once, then load in about a second.
+
+``load_yolo_nas`` looks for a TorchScript artifact in ``cache_dir``; when it is
+missing it builds the model with ``build_yolo_nas`` (imports super-gradients, about
+25 s here), traces the fused network at the fixed input size with
+``torch.jit.trace`` (the trace keeps the anchors cached for that size as constants
+and drops the training-time anchor generation super-gradients runs on the CPU in
+every eager forward), freezes it (``torch.jit.freeze`` folds the remaining
+BatchNorms into the convolutions), writes it atomically and loads it back, so the
+first run and every later run use the same artifact. The batch dimension stays
+dynamic.
+
+Cache key (``artifact_key``): sha256 of a JSON object holding
+``format`` (this module's artifact format version), ``weights`` (sha256 of the
+checkpoint file's bytes, or ``random-<seed>``), ``arch``, ``num_classes`` (as
+requested; None means "read from the checkpoint", which the checkpoint hash already
+pins), ``input_size``, ``dtype`` (float16 on CUDA, float32 on CPU), ``device_type``
+('cuda'/'cpu'), ``torch`` and ``super_gradients`` versions. Files:
+``<cache_dir>/<arch>-<input_size>-<dtype>-<device_type>-<key[:16]>.ts`` and a
+``.json`` next to it (class count, source, random-weights flag). Class names are
+not part of the key: they are applied at load time from the caller's arguments.
+
+The artifact is our own file, written by this function; it is a TorchScript
+archive (code + tensors), not an arbitrary pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stream.errors import ModelError, WeightsError
+from stream.models.yolo_nas import (
+    YoloNasModel,
+    build_yolo_nas,
+    check_arch,
+    check_input_size,
+    resolve_class_names,
+    resolve_device,
+)
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT = 1
+_TRACE_BATCH = 2  # not 1, so that no size-1 broadcast is baked into the trace
+
+
+@contextmanager
+def _torchscript() -> Iterator[None]:
+    """Silence torch's FutureWarning that TorchScript is deprecated: it is still the format that
+    loads in about a second and runs frozen (BatchNorm-folded) graphs; see the module docstring."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
+
+
+def artifact_key(
+    *,
+    weights: str,
+    arch: str,
+    num_classes: int | None,
+    input_size: int,
+    dtype: str,
+    device_type: str,
+    torch_version: str,
+    sg_version: str,
+) -> str:
+    """Hex sha256 identifying one artifact (see the module docstring for the fields)."""
+    fields = {
+        "format": ARTIFACT_FORMAT,
+        "weights": weights,
+        "arch": arch,
+        "num_classes": num_classes,
+        "input_size": input_size,
+        "dtype": dtype,
+        "device_type": device_type,
+        "torch": torch_version,
+        "super_gradients": sg_version,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _sg_version() -> str:
+    try:
+        return importlib.metadata.version("super-gradients")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def artifact_path(
+    cache_dir: Path,
+    *,
+    arch: str,
+    checkpoint: Path | None,
+    num_classes: int | None,
+    random_seed: int | None,
+    input_size: int,
+    device: Any,
+) -> Path:
+    """Where the artifact for these arguments lives (it may not exist yet)."""
+    import torch
+
+    from stream.models.checkpoint import sha256_file
+
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise WeightsError(
+                f"checkpoint {checkpoint} does not exist; fetch it with `stream weights pull NAME`"
+            )
+        weights = sha256_file(Path(checkpoint))
+    else:
+        weights = f"random-{random_seed}"
+    dtype = "float16" if device.type == "cuda" else "float32"
+    key = artifact_key(
+        weights=weights,
+        arch=arch,
+        num_classes=num_classes,
+        input_size=input_size,
+        dtype=dtype,
+        device_type=device.type,
+        torch_version=torch.__version__,
+        sg_version=_sg_version(),
+    )
+    return Path(cache_dir) / f"{arch}-{input_size}-{dtype}-{device.type}-{key[:16]}.ts"
+
+
+def export_artifact(model: YoloNasModel, path: Path) -> None:
+    """Trace and freeze ``model.module`` at (2, 3, S, S) and write it (and its .json) atomically."""
+    import torch
+
+    memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+    example = torch.rand(
+        _TRACE_BATCH, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0)
+    )
+    example = example.to(device=model.device, dtype=model.dtype, memory_format=memory_format)
+    started = time.perf_counter()
+    with torch.no_grad(), _torchscript():
+        traced = torch.jit.trace(model.module, example, check_trace=False)
+        frozen = torch.jit.freeze(traced.eval())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": ARTIFACT_FORMAT,
+        "arch": model.arch,
+        "num_classes": model.num_classes,
+        "input_size": model.input_size,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "channels_last": model.channels_last,
+        "random_weights": model.random_weights,
+        "source": model.source,
+        "torch": torch.__version__,
+    }
+    # Write to temporary names then rename: a second worker never reads a half-written file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        with _torchscript():
+            torch.jit.save(frozen, tmp)
+        meta_tmp = Path(tmp).with_suffix(".json.tmp")
+        meta_tmp.write_text(json.dumps(meta, indent=1))
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared by the stage processes' users
+        os.replace(meta_tmp, path.with_suffix(".json"))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("exported %s to %s in %.1f s", model.arch, path, time.perf_counter() - started)
+
+
+def _read_files(path: Path, device: Any) -> tuple[Any, dict[str, Any]]:
+    """(TorchScript module on ``device``, metadata); ModelError when either cannot be read."""
+    import torch
+
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if meta.get("format") != ARTIFACT_FORMAT:
+            raise ValueError(f"format {meta.get('format')}, expected {ARTIFACT_FORMAT}")
+        with _torchscript():
+            module = torch.jit.load(str(path), map_location=device)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(
+            f"cannot read the cached model {path} ({type(exc).__name__}: {exc}); delete it to rebuild"
+        ) from exc
+    return module.eval(), meta
+
+
+def _to_model(
+    module: Any, meta: dict[str, Any], device: Any, class_names: Sequence[str] | None
+) -> YoloNasModel:
+    import torch
+
+    return YoloNasModel(
+        arch=meta["arch"],
+        module=module,
+        class_names=resolve_class_names(int(meta["num_classes"]), class_names),
+        input_size=int(meta["input_size"]),
+        device=device,
+        dtype=getattr(torch, meta["dtype"]),
+        channels_last=bool(meta["channels_last"]),
+        random_weights=bool(meta["random_weights"]),
+        source=str(meta["source"]),
+    )
+
+
+def read_artifact(path: Path, *, device: Any, class_names: Sequence[str] | None = None) -> YoloNasModel:
+    """Load an artifact written by ``export_artifact`` onto ``device`` (no super-gradients import)."""
+    module, meta = _read_files(path, device)
+    return _to_model(module, meta, device, class_names)
+
+
+def load_yolo_nas(
+    arch: str,
+    *,
+    cache_dir: Path,
+    checkpoint: Path | None = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    random_seed: int | None = None,
+    device: str = "auto",
+    input_size: int = 640,
+) -> YoloNasModel:
+    """``build_yolo_nas`` through the artifact cache in ``cache_dir`` (same arguments).
+
+    A hit loads in about a second without importing super-gradients; a miss builds,
+    exports and then loads the artifact. A cached artifact that cannot be read is
+    rebuilt. The returned module is TorchScript: (B, 3, S, S) → (boxes, scores).
+    """
+    check_arch(arch)
+    check_input_size(input_size)
+    dev = resolve_device(device)
+    path = artifact_path(
+        Path(cache_dir),
+        arch=arch,
+        checkpoint=checkpoint,
+        num_classes=num_classes,
+        random_seed=random_seed,
+        input_size=input_size,
+        device=dev,
+    )
+    if path.is_file() and path.with_suffix(".json").is_file():
+        try:
+            module, meta = _read_files(path, dev)
+        except ModelError as exc:
+            log.warning("%s; rebuilding it", exc)
+        else:
+            log.info("loaded %s from the cache %s", arch, path)
+            return _to_model(module, meta, dev, class_names)
+    eager = build_yolo_nas(
+        arch,
+        checkpoint=checkpoint,
+        num_classes=num_classes,
+        class_names=class_names,
+        random_seed=random_seed,
+        device=str(dev),
+        input_size=input_size,
+    )
+    export_artifact(eager, path)
+    return read_artifact(path, device=dev, class_names=class_names)
