@@ -237,7 +237,7 @@ def encode_frame(frame: Frame, *, inline_image: bool = False) -> list[Any]:
         if code not in _WIRE_DTYPES:
             raise ProtocolError(f"array {name!r} has dtype {a.dtype}, which cannot go on the wire")
         specs.append(ArraySpec(name, code, tuple(int(s) for s in a.shape)))
-        buffers.append(memoryview(a).cast("B") if a.size else b"")
+        buffers.append(memoryview(a).cast("B") if a.size else b"")  # type: ignore[arg-type]
     header = msgspec.structs.replace(frame.header, arrays=tuple(specs))
     if inline_image:
         header = msgspec.structs.replace(header, pixels=None)
@@ -294,7 +294,7 @@ def decode_control(data: Any) -> Heartbeat | RunReport | Control:
     return msg
 
 
-def _buffer(part: Any) -> memoryview | bytes:
+def _buffer(part: Any) -> Any:
     if isinstance(part, bytes | bytearray | memoryview):
         return part
     return part.buffer  # zmq.Frame

@@ -73,7 +73,7 @@ def summarize_source(report: SourceReport | None, source: str, read: int, drops:
         if d.source == source:
             for seq in range(d.first, d.last + 1):
                 explained.setdefault(seq, d.reason)
-    got = set()
+    got: set[int] = set()
     for a, b in received:
         got.update(range(a, b + 1))
     dropped: dict[str, int] = {}

@@ -19,9 +19,9 @@ import tempfile
 import threading
 import time
 import uuid
-from importlib import import_module
 from collections import deque
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 

@@ -46,8 +46,8 @@ class EncoderConfig(StrictModel):
     and players prefer); None = quality-based."""
 
     codec: Literal["auto", "libx264", "h264_nvenc"] = "auto"
-    preset: Literal[X264_PRESETS] = "ultrafast"  # type: ignore[valid-type]
-    nvenc_preset: Literal[NVENC_PRESETS] = "p4"  # type: ignore[valid-type]
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = "ultrafast"
+    nvenc_preset: Literal["p1", "p2", "p3", "p4", "p5", "p6", "p7"] = "p4"
     crf: int = Field(default=23, ge=0, le=51)
     bitrate_kbps: int | None = Field(default=None, ge=50, le=200_000)
 

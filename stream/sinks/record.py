@@ -317,7 +317,7 @@ def bench_encode(args: argparse.Namespace) -> dict[str, Any]:
     "mbit_per_s" (at 25 fps)}."""
     width, height = int(getattr(args, "width", 1920)), int(getattr(args, "height", 1080))
     n = int(getattr(args, "frames", 120))
-    enc = EncoderConfig(
+    enc = EncoderConfig(  # type: ignore[call-arg]
         codec=getattr(args, "codec", "libx264"),
         preset=getattr(args, "preset", "ultrafast"),
         crf=int(getattr(args, "crf", 23)),

@@ -123,9 +123,9 @@ class SegmentStage(StageBase):
         boxes = np.asarray(a["boxes"], np.float32).reshape(-1, 4)
         if "finished_ids" in a and len(a["finished_ids"]):
             store.free(a["finished_ids"])
-            late = self._late.get(frame.source)
-            for tid in a["finished_ids"].tolist() if late else ():
-                late.pop(int(tid), None)
+            late_ids = self._late.get(frame.source, {})
+            for tid in a["finished_ids"].tolist():
+                late_ids.pop(int(tid), None)
         if self._is_async(frame.source):
             self._apply_finished_job(frame, store, ids)  # as of the previous frame: this one moves it
         store.begin_frame(height, width, frame=frame.image, seq=frame.seq)
@@ -155,7 +155,7 @@ class SegmentStage(StageBase):
                 key_index, extra = late.get(int(tid), (-1, 0))
                 ages.append(tm.age + (extra if key_index == tm.key_index else 0))
         packed = ObjectMasks.pack(crops, np.array(rects, np.int32).reshape(-1, 4), np.array(kinds), np.array(ages))
-        out = frame.evolve(**packed.to_arrays())
+        out = frame.evolve(stamp=None, **packed.to_arrays())
         if self.random_weights and not out.header.random_weights:
             out = out.with_header(random_weights=True)
         return out
