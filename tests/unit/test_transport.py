@@ -64,7 +64,7 @@ def test_push_pull_and_live_drop_when_full(tmp_path):
         t0 = time.monotonic()
         results = [send_parts(push, [b"t", b"x" * 1_000_000], block=False, timeout_s=0) for _ in range(50)]
         assert time.monotonic() - t0 < 5
-        assert any(results) and not all(results) and not results[-1]
+        assert sum(results) <= 10, "a peer that never reads must make the sender drop, not queue everything"
     finally:
         ctx.destroy(linger=0)
 
