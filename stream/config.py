@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
 
 from stream.errors import ConfigError
 
@@ -41,19 +50,66 @@ class SyntheticConfig(_Model):
     churn: bool = True
 
 
+NETWORK_TYPES = ("rtsp", "rtmp", "http")
+LIVE_TYPES = (*NETWORK_TYPES, "webcam")
+
+
+class ReconnectConfig(_Model):
+    """How a live network or webcam source retries. The wait before retry k (k = 1, 2, …) is
+    min(max_s, initial_s · 2^(k-1)) seconds times a random factor in [1 - jitter, 1]; the
+    first retry after a stream that was flowing is immediate. max_attempts: failed attempts
+    in a row before the source is given up (its capture ends, state failed); None retries forever."""
+
+    initial_s: float = Field(0.25, gt=0, le=60)
+    max_s: float = Field(2.0, gt=0, le=600)
+    jitter: float = Field(0.5, ge=0, le=1)
+    max_attempts: int | None = Field(None, ge=1)
+
+
+class WebcamConfig(_Model):
+    """type webcam: the capture format asked of the camera (it may choose the nearest one it
+    supports; the format it gave is logged). fourcc: 4 characters, e.g. MJPG or YUYV."""
+
+    width: int | None = Field(None, ge=16, le=7680)
+    height: int | None = Field(None, ge=16, le=4320)
+    fourcc: str | None = Field(None, min_length=4, max_length=4)
+
+
 class SourceConfig(_Model):
     """One input. type decides which fields are needed:
-    file (path), folder (path), synthetic (synthetic.*), pattern (synthetic.width/height), mot (path to det.txt)."""
+    file (path), folder (path), synthetic (synthetic.*), pattern (synthetic.width/height), mot (path to det.txt),
+    rtsp / rtmp / http (url; http covers HLS playlists and HTTP streams), webcam (device: index or /dev/video path).
+
+    Live network and webcam sources (always live) reconnect on failure (``reconnect``), are
+    declared stalled after ``stall_timeout_s`` without a frame (default max(2 frame intervals,
+    2 s)), and keep at most ``buffer`` decoded frames waiting (the oldest is dropped) and
+    ``max_in_flight`` frames between capture and the last stage. Their ring slots are sized
+    for ``max_width``×``max_height``; a larger frame is downscaled to fit (with a warning).
+    ``url`` is a secret (it may hold a password, best given as ``${ENV:NAME}``): it is
+    masked in repr, logs and errors.
+    """
 
     id: str
-    type: Literal["file", "folder", "synthetic", "pattern", "mot"]
-    path: str | None = None
+    type: Literal["file", "folder", "synthetic", "pattern", "mot", "rtsp", "rtmp", "http", "webcam"]
+    path: str | None = Field(None, validate_default=True)
+    url: SecretStr | None = Field(None, validate_default=True)
+    device: int | str | None = Field(None, validate_default=True)
     live: bool = False
     loop: bool = False
     fps: float | None = Field(None, gt=0, le=1000)
     max_frames: int | None = Field(None, ge=1)
     ring_slots: int = Field(16, ge=2, le=1024)
     synthetic: SyntheticConfig = SyntheticConfig()
+    transport: Literal["tcp", "udp"] = "tcp"
+    ffmpeg_options: dict[str, str] = {}
+    webcam: WebcamConfig = WebcamConfig()
+    max_width: int = Field(1920, ge=16, le=7680)
+    max_height: int = Field(1080, ge=16, le=4320)
+    buffer: int = Field(1, ge=1, le=64)
+    max_in_flight: int = Field(2, ge=1, le=64)
+    open_timeout_s: float = Field(4.0, gt=0, le=120)
+    stall_timeout_s: float | None = Field(None, gt=0, le=600)
+    reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("id")
     @classmethod
@@ -62,11 +118,38 @@ class SourceConfig(_Model):
             raise ValueError("must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
         return v
 
-    @model_validator(mode="after")
-    def _needs_path(self) -> SourceConfig:
-        if self.type in ("file", "folder", "mot") and not self.path:
-            raise ValueError(f"path is required for a source of type {self.type!r}")
-        return self
+    # Field validators, not a model validator: a model-level error would quote the whole
+    # section, url (and its password) included, in the error message.
+    @field_validator("path")
+    @classmethod
+    def _needs_path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind in ("file", "folder", "mot") and not v:
+            raise ValueError(f"path is required for a source of type {kind!r}")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _needs_url(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        kind = info.data.get("type")
+        if kind in NETWORK_TYPES and (v is None or not v.get_secret_value()):
+            raise ValueError(
+                f"url is required for a source of type {kind!r} "
+                f"(e.g. {kind}://user:${{ENV:CAM_PASSWORD}}@host/path)"
+            )
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _needs_device(cls, v: int | str | None, info: ValidationInfo) -> int | str | None:
+        if info.data.get("type") == "webcam" and (v is None or v == ""):
+            raise ValueError("device is required for a webcam source: an index (0) or a path (/dev/video0)")
+        return v
+
+    @field_serializer("url", when_used="json")
+    def _reveal_url(self, v: SecretStr | None) -> str | None:
+        # JSON is how the config reaches the worker processes (over stdin, never argv).
+        return v.get_secret_value() if v is not None else None
 
 
 class PassthroughConfig(_Model):
@@ -130,6 +213,7 @@ class Config(_Model):
     sources: list[SourceConfig] = Field(min_length=1)
     pipeline: list[str] = []
     passthrough: PassthroughConfig = PassthroughConfig()
+    preprocess: dict[str, Any] = {}  # source id (or "*") -> stream.preprocess.PreprocessConfig
     detect: dict[str, Any] = {}
     track: dict[str, Any] = {}
     segment: dict[str, Any] = {}

@@ -28,6 +28,8 @@ import numpy as np
 from stream.errors import ProtocolError
 
 SCHEMA_VERSION = 1
+# Frame-age histogram bucket bounds (seconds), Prometheus style (le=…, then +Inf).
+AGE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # dtypes allowed on the wire (numpy .str form without byte order handled below)
 _WIRE_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8", "b1"}
@@ -121,6 +123,9 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     per-frame processing time over the last window. last_seq: newest seq seen
     per source. state: 'starting' | 'running' | 'done' | 'failed'. busy_s: how long
     the stage has been inside its current batch (0 when waiting for input).
+    age_buckets, age_sum_s (last stage only): per source, cumulative counts of frame
+    age (output time − capture time) at or below each of ``AGE_BUCKETS_S`` (then +Inf),
+    and the sum of ages in seconds, since the process started.
     """
 
     stage: str
@@ -136,6 +141,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     source_state: dict[str, str] = {}
     detail: str = ""
     busy_s: float = 0.0
+    age_buckets: dict[str, tuple[int, ...]] = {}
+    age_sum_s: dict[str, float] = {}
     version: int = SCHEMA_VERSION
 
 

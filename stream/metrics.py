@@ -11,10 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from stream.errors import TransportError
+from stream.messages import AGE_BUCKETS_S
+
+SOURCE_STATES = ("connecting", "streaming", "stalled", "failed", "done")
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,16 @@ class _HeartbeatCollector(Collector):
                 depth.add_metric([name, source], d)
         for (source, reason), n in snap["drops"].items():
             drops.add_metric([source, reason], n)
-        yield from (frames_in, frames_out, errors, drops, latency, restarts, up, depth)
+        state = GaugeMetricFamily("stream_source_state", "1 for the state a source is in", labels=["source", "state"])
+        for source, current in snap.get("sources", {}).items():
+            for name in SOURCE_STATES:
+                state.add_metric([source, name], 1.0 if current == name else 0.0)
+        age = HistogramMetricFamily("stream_frame_age_seconds", "output time minus capture time of each frame",
+                                    labels=["source"])
+        for source, (counts, total) in snap.get("frame_age", {}).items():
+            bounds = [*(f"{b:g}" for b in AGE_BUCKETS_S), "+Inf"]
+            age.add_metric([source], list(zip(bounds, counts, strict=True)), total)
+        yield from (frames_in, frames_out, errors, drops, latency, restarts, up, depth, state, age)
 
 
 class MetricsServer:

@@ -20,6 +20,8 @@ supervisor, and turns a failing frame into a logged, counted drop.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import os
 import signal
@@ -35,11 +37,13 @@ import zmq
 
 from stream.errors import FrameDropped, ProtocolError
 from stream.messages import (
+    AGE_BUCKETS_S,
     Control,
     DropRecord,
     EndOfStream,
     Frame,
     Heartbeat,
+    PixelRef,
     Reset,
     RunReport,
     decode,
@@ -48,7 +52,7 @@ from stream.messages import (
     encode_frame,
     encode_message,
 )
-from stream.transport import RingCache, open_socket, recv_parts, send_parts
+from stream.transport import FrameRing, RingCache, open_socket, recv_parts, send_parts
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +137,20 @@ class Counters:
     pending_drops: list[DropRecord] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)
     busy_since: float = 0.0  # monotonic time the current batch started, 0 when idle
+    age_buckets: dict[str, list[int]] = field(default_factory=dict)  # see Heartbeat.age_buckets
+    age_sum_s: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe_age(self, source: str, age_s: float) -> None:
+        """One frame of ``source`` reached the end of the pipeline ``age_s`` after its capture."""
+        counts = self.age_buckets.setdefault(source, [0] * (len(AGE_BUCKETS_S) + 1))
+        counts[bisect.bisect_left(AGE_BUCKETS_S, age_s)] += 1
+        self.age_sum_s[source] = self.age_sum_s.get(source, 0.0) + age_s
+
+    def age_snapshot(self) -> tuple[dict[str, tuple[int, ...]], dict[str, float]]:
+        """Cumulative bucket counts (le=each bound, then +Inf) and sums, per source."""
+        cumulative = {src: tuple(itertools.accumulate(list(c))) for src, c in list(self.age_buckets.items())}
+        return cumulative, dict(self.age_sum_s)
 
     def drop(self, source: str, seq: int, reason: str) -> None:
         with self._lock:
@@ -179,11 +196,13 @@ class Heartbeater:
     def beat(self) -> None:
         c = self.counters
         busy = time.monotonic() - c.busy_since if c.busy_since else 0.0
+        age_buckets, age_sum_s = c.age_snapshot()
         hb = Heartbeat(
             stage=self.name, pid=os.getpid(), time_ns=time.time_ns(), state=self.state,
             frames_in=c.frames_in, frames_out=c.frames_out, errors=c.errors, drops=c.take_drops(),
             last_seq=dict(c.last_seq), latency_ms=self.latency.quantiles() if self.latency else (0.0, 0.0),
             source_state=dict(self.source_state), detail=self.detail, busy_s=busy,
+            age_buckets=age_buckets, age_sum_s=age_sum_s,
         )
         self.send(encode_control(hb))
 
@@ -387,12 +406,32 @@ class StageRunner:
                 if not ring.valid(px):  # overwritten while we used it: the result is suspect
                     self._drop(frame_in, "overwritten")
                     continue
+                if out.image is not None and out.image is not frame_in.image and not self._write_back(out, px, ring):
+                    continue
             self._emit(out.evolve(stamp=self.spec.name))
+
+    def _write_back(self, frame: Frame, px: PixelRef, ring: FrameRing) -> bool:
+        """The stage replaced the pixels (``frame.evolve(image=new)``, e.g. preprocess): only
+        the PixelRef travels in shm mode, so copy them into the frame's slot. False: dropped."""
+        image = frame.image
+        if image is None or image.shape != (px.height, px.width, px.channels) or image.dtype.str != "|u1":
+            self.counters.errors += 1
+            log.error("source=%s seq=%d stage %s returned an image of shape %s %s; in shared memory it must "
+                      "keep the frame's %dx%dx%d uint8", frame.source, frame.seq, self.spec.name,
+                      getattr(image, "shape", None), getattr(image, "dtype", None), px.height, px.width, px.channels)
+            self._drop(frame, "error")
+            return False
+        ring.writable_view(px)[...] = image
+        if not ring.valid(px):
+            self._drop(frame, "overwritten")
+            return False
+        return True
 
     def _emit(self, frame: Frame) -> None:
         if self.out is None:
             if self.sink is not None:
                 self.sink.write(frame)
+            self.counters.observe_age(frame.source, (time.time_ns() - frame.header.capture_ns) / 1e9)
             px = frame.header.pixels
             if px is not None and not self.spec.inline_pixels:
                 self._rings.get(px.ring).release(frame.seq)

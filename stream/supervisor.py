@@ -376,7 +376,10 @@ class Supervisor:
             drops: dict[tuple[str, str], int] = {}
             for d in self.drops:
                 drops[(d.source, d.reason)] = drops.get((d.source, d.reason), 0) + d.last - d.first + 1
-            return {"stages": stages, "drops": drops}
+            output = next((p.hb for p in self.procs if p.name == "output"), None)
+            ages = {src: (counts, output.age_sum_s.get(src, 0.0)) for src, counts in output.age_buckets.items()} \
+                if output else {}
+            return {"stages": stages, "drops": drops, "sources": dict(self._source_states), "frame_age": ages}
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         snap = self.snapshot()

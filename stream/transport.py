@@ -239,6 +239,16 @@ class FrameRing:
         """False when the slot has been (or is being) overwritten since ``ref`` was made."""
         return int(self._table[ref.slot, 0]) == ref.generation
 
+    def writable_view(self, ref: PixelRef) -> np.ndarray:
+        """Writable H×W×C view of the slot, for a stage that replaces a frame's pixels in
+        place (``preprocess``). Only the stage holding the frame may write, before it
+        forwards the frame; the generation is left as it is, so ``ref`` stays valid. Check
+        ``valid`` before and after writing: the capture does not reuse a slot before the
+        last stage released it (backpressure, or max_in_flight < ring_slots for live
+        sources), and a write into a reused slot is detected and the frame dropped."""
+        return np.ndarray((ref.height, ref.width, ref.channels), dtype=np.uint8, buffer=self._mm,
+                          offset=self._data_offset + ref.slot * self.slot_bytes)
+
     def close(self) -> None:
         try:
             self._mm.close()

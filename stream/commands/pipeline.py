@@ -71,8 +71,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
     for s in config.sources:
         src = open_source(s)
-        try:
-            info = src.open()
+        try:  # a live source connects here (open() alone only checks the address)
+            info = src.probe() if hasattr(src, "probe") else src.open()
         finally:
             src.close()
         kind = "live" if (s.live or info.live) else "file"

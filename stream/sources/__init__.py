@@ -1,4 +1,8 @@
-"""Frame sources and the factory that builds one from its config section."""
+"""Frame sources and the factory that builds one from its config section.
+
+rtsp / rtmp / http and webcam sources are ``stream.sources.live.LiveSource``: their
+``open()`` only validates (a camera that is down must not stop a run from starting) and
+returns the ring geometry; ``probe()`` connects and reads one frame (``stream check``)."""
 
 from __future__ import annotations
 
@@ -37,4 +41,12 @@ def open_source(cfg: SourceConfig) -> Source:
         from stream.sources.mot import MotSource
 
         return MotSource(Path(cfg.path or ""))
+    if cfg.type in ("rtsp", "rtmp", "http"):
+        from stream.sources.rtsp import network_source
+
+        return network_source(cfg)
+    if cfg.type == "webcam":
+        from stream.sources.webcam import webcam_source
+
+        return webcam_source(cfg)
     raise AssertionError(f"unhandled source type {cfg.type}")  # config validation rules this out
