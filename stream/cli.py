@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "stream.commands.eval",
     "stream.commands.bench",
     "stream.commands.subscribe",
+    "stream.commands.predict",
 )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-BENCHMARKS = ("transport", "detect", "track", "segment", "outputs", "sources", "pipeline")
+BENCHMARKS = ("transport", "detect", "track", "segment", "outputs", "sources", "preprocess", "pipeline")
 
 
 @dataclass

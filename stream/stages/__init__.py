@@ -31,6 +31,7 @@ STAGES: dict[str, StageSpec] = {
     s.name: s
     for s in (
         StageSpec("passthrough", "stream.stages.passthrough", frozenset({"pixels"}), frozenset()),
+        StageSpec("preprocess", "stream.stages.preprocess", frozenset({"pixels"}), frozenset()),
         StageSpec("detect", "stream.stages.detect", frozenset({"pixels"}), frozenset({"boxes"})),
         StageSpec("track", "stream.stages.track", frozenset({"boxes"}), frozenset({"tracks"}),
                   "add 'detect' before it, or use a source of type 'mot' (public detections)"),
