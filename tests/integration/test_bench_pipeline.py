@@ -1,0 +1,62 @@
+"""``stream bench pipeline`` as a user runs it: a real subprocess, real worker processes,
+tiny scale on the CPU (random weights: only the report is checked, not detections)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_stream
+
+pytestmark = pytest.mark.timeout(600)
+
+FPS, DURATION = 5, 4
+
+
+def test_reports_per_stream_and_overall_figures_and_the_naive_ratio(artifact_cache):
+    r = run_stream(
+        "bench", "pipeline", "--streams", "2", "--resolution", "320x240", "--duration", str(DURATION),
+        "--fps", str(FPS), "--input-size", "320", "--sam-model", "tiny", "--device", "cpu",
+        "--naive-frames", "3", "--seed", "0", "--json",  # seed 0: the artifact other tests build
+        env={"STREAM_CACHE": str(artifact_cache)}, timeout=480,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)  # stdout is the JSON object alone
+    assert report["random_weights"] is True and "RANDOM WEIGHTS" in report["note"]
+    assert report["sam_model"].startswith("tiny") and "not a released model" in report["sam_model"]
+    assert report["resolution"] == "320x240" and report["streams"] == 2
+
+    rows = report["rows"]
+    assert sorted(row["stream"] for row in rows) == ["s000", "s001"]
+    for row in rows:
+        assert row["frames"] >= 1, row
+        # every frame read is accounted for: published or counted as dropped
+        assert row["frames"] + row["drops"] - row["drops_source"] == FPS * DURATION, row
+        assert row["fps"] > 0
+        assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"]
+        assert 0 < row["age_p50_ms"] <= row["age_p99_ms"]
+    assert report["drops_total"] == sum(row["drops"] for row in rows)
+    if report["drops_total"] or report["latency_p99_ms"] > report["budget_ms"]:
+        assert report["held"] is False
+
+    assert 0 < report["cpu_util"] <= 1 and report["cpu_per_stage_cores"]["detect"] > 0
+    assert report["gpu_util"] == "n/a" and report["gpu_mem_per_stream_mb"] == "n/a"
+
+    assert report["naive_frames"] == 3 and report["naive_fps"] > 0 and report["naive_sam_calls"] >= 1
+    assert report["ratio"] == pytest.approx(report["fps_total"] / report["naive_fps"])
+
+
+def test_bad_resolution_is_refused_naming_the_option(tmp_path):
+    r = run_stream(
+        "bench",
+        "pipeline",
+        "--resolution",
+        "huge",
+        "--json",
+        env={"STREAM_CACHE": str(tmp_path)},
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert "--resolution 'huge'" in r.stderr and "WxH" in r.stderr
+    assert r.stdout == ""
