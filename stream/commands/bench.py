@@ -13,12 +13,7 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("bench", help="measure throughput and latency against the reference")
     bench_sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
     for name in BENCHMARKS:
-        try:
-            module = import_module(f"stream.bench.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"stream.bench.{name}":
-                raise
-            continue
+        module = import_module(f"stream.bench.{name}")
         p = bench_sub.add_parser(name, help=module.HELP)
         p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         module.add_arguments(p)

@@ -16,12 +16,7 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("eval", help="score tracking, masks or detection against ground truth")
     eval_sub = parser.add_subparsers(dest="evaluation", metavar="NAME", required=True)
     for name in EVALUATIONS:
-        try:
-            module = import_module(f"stream.eval.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"stream.eval.{name}":
-                raise
-            continue
+        module = import_module(f"stream.eval.{name}")
         p = eval_sub.add_parser(name, help=module.HELP)
         module.add_arguments(p)
         p.set_defaults(handler=module.run)
