@@ -8,9 +8,10 @@ the real supervisor and worker processes, with seeded random weights. Measured f
 outside the pipeline (``stream.bench.probes``): a subscriber on the publish socket
 and psutil/NVML on the worker processes.
 
-Rows (one per stream): frames published and achieved fps (publish times, at the
-subscriber), drops (inside the pipeline + ``drops_source``: frames the live source
-skipped because its reader was late; frames + drops - drops_source = frames read),
+Rows (one per stream): frames published and achieved fps (frames / duration of the
+live stream, so a burst at the end counts for no more), drops (inside the pipeline +
+``drops_source``: frames the live source skipped because its reader was late;
+frames + drops - drops_source = frames read),
 frame age p50/p99 (age of the newest published frame, sampled every 100 ms),
 capture→publish latency p50/p99, objects and masks per frame.
 Summary: totals and pooled percentiles; ``held`` (every stream: no drops, every frame
@@ -20,12 +21,15 @@ the idle level: total, per stream, growth over the run) in the steady window (ev
 capture streaming; ``--warmup-s`` leaves the first seconds out of every figure);
 the naive reference (``stream.bench.naive``) timed in the same run on the same kind
 of frames (half before the pipeline runs, half after: the host's load is bracketed;
-``naive_fps_before_after`` shows how much it moved) and ``ratio`` = delivered frames/s of ours (all streams) / naive frames/s.
+``naive_fps_before_after`` shows how much it moved), ``ratio`` (and
+``ratio_without_annotate``: against the naive loop less its drawing, which our pipeline
+does only for --record) = delivered frames/s of ours (all streams) / naive frames/s.
 Our pipeline is paced: its throughput cannot exceed streams × fps, so the ratio is
 a lower bound unless ``--find-max`` raised the stream count to the limit.
 
 ``--find-max`` doubles the stream count from ``--streams`` until a run does not hold,
-then bisects; rows are then the largest held run's streams and ``trials`` lists all.
+then bisects; ``max_streams`` is the largest that held (0: none), rows and figures are
+that run's (or the smallest run's when none held) and ``trials`` lists every run.
 """
 
 from __future__ import annotations
@@ -297,7 +301,7 @@ def _figures(
             {
                 "stream": s.source,
                 "frames": st.frames,
-                "fps": st.fps,
+                "fps": st.frames / (plan["frames"] - skip) * plan["fps"],
                 "drops": drops,
                 "drops_source": st.source_skipped,
                 "age_p50_ms": percentile(st.age_ms, 50),
@@ -345,10 +349,9 @@ def _size_mb(folder: str) -> float:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2**20
 
 
-def _find_max(
-    args: argparse.Namespace, plan: dict[str, Any]
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """Doubling from --streams, then bisection; returns (largest held trial, all trials' figures)."""
+def _find_max(args: argparse.Namespace, plan: dict[str, Any]) -> tuple[int, dict[int, dict[str, Any]]]:
+    """Doubling from --streams, then bisection; returns (largest stream count that held, 0 for
+    none; every trial by stream count)."""
     trials: dict[int, dict[str, Any]] = {}
 
     def attempt(n: int) -> bool:
@@ -370,8 +373,7 @@ def _find_max(
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if attempt(mid) else (lo, mid)
-    best = trials.get(lo) if lo else None
-    return best, [trials[k]["figures"] for k in sorted(trials)]
+    return lo, trials
 
 
 def _naive_loop(args: argparse.Namespace, plan: dict[str, Any]) -> tuple[Any, Iterator[Any]]:
@@ -415,14 +417,14 @@ def run(args: argparse.Namespace) -> BenchResult:
             naive, frames = _naive_loop(args, plan)
             first = (args.naive_frames + 1) // 2
             parts.append(naive.run(frames, first))
+        trials: dict[int, dict[str, Any]] = {}
         if args.find_max:
-            best, trials = _find_max(args, plan)
+            held, trials = _find_max(args, plan)
+            best = trials[held or min(trials)]  # none held: the smallest run shows why
         else:
-            best, trials = _trial(args, plan, args.streams), []
+            best = _trial(args, plan, args.streams)
         if args.naive_frames > first:
             parts.append(naive.run(frames, args.naive_frames - first, warmup=0))
-    if best is None:
-        best = {"rows": [], "figures": {"streams": 0, "held": False, "fps_total": 0.0}}
     w, h = plan["size"]
     sam = plan["sam"] + (" (a small test SAM, not a released model)" if plan["sam"] == "tiny" else "")
     summary: dict[str, Any] = {
@@ -441,9 +443,9 @@ def run(args: argparse.Namespace) -> BenchResult:
         **best["figures"],
     }
     if args.find_max:
-        summary["max_streams"] = best["figures"]["streams"]
+        summary["max_streams"] = held
         keys = ("streams", "held", "fps_total", "drops_total", "latency_p99_ms", "cpu_util", "gpu_util")
-        summary["trials"] = [{k: t[k] for k in keys} for t in trials]
+        summary["trials"] = [{k: trials[n]["figures"][k] for k in keys} for n in sorted(trials)]
     objects = [r["objects_per_frame"] for r in best["rows"]]
     if objects and min(objects) < 0.5 * args.boxes:
         summary["warning"] = (
@@ -457,6 +459,8 @@ def run(args: argparse.Namespace) -> BenchResult:
         summary.update(figures(parts))
         fps = summary["naive_fps"]
         summary["ratio"] = summary["fps_total"] / fps if fps else float("nan")
+        fps = summary["naive_fps_without_annotate"]
+        summary["ratio_without_annotate"] = summary["fps_total"] / fps if fps else float("nan")
     return BenchResult(rows=[_finite(r) for r in best["rows"]], summary=_finite(summary))
 
 

@@ -6,7 +6,7 @@
   the stream is: what a consumer showing the latest result sees; a stalled stream's
   age grows even when the frames that do arrive are fresh), frames the live source
   skipped before they got a seq (gaps in the frame index read from ``pts``), objects
-  and keyframe masks per frame.
+  and masks per frame.
 - ``ResourceMonitor``: every 0.5 s, CPU time of every worker process (pids from
   ``Supervisor.snapshot()``) with psutil, the whole host's CPU, and on CUDA the GPU's
   utilisation (NVML, when ``nvidia-ml-py`` is installed) and used memory. Counted only
@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class StreamStats:
     """What the probe saw of one stream after its warm-up frames. latency_ms, age_ms:
-    samples in ms; first_ns/last_ns: publish times (wall-clock ns) of the first/last record;
-    objects, masked: objects and objects with a mask (keyframe or propagated), summed."""
+    samples in ms; objects, masked: objects and objects with a mask (keyframe or propagated), summed."""
 
     latency_ms: list[float] = field(default_factory=list)
     age_ms: list[float] = field(default_factory=list)
@@ -45,16 +44,8 @@ class StreamStats:
     masked: int = 0
     first: tuple[int, int] | None = None  # (frame index, seq) of the first record
     last: tuple[int, int] | None = None
-    first_ns: int = 0
-    last_ns: int = 0
     latest_capture_ns: int = 0
     ended: bool = False
-
-    @property
-    def fps(self) -> float:
-        """Frames published per second between the first and the last record."""
-        span = (self.last_ns - self.first_ns) / 1e9
-        return (self.frames - 1) / span if self.frames > 1 and span > 0 else 0.0
 
     @property
     def source_skipped(self) -> int:
@@ -122,8 +113,6 @@ class PublishProbe(threading.Thread):
         st.frames += 1
         st.latency_ms.append((rec.publish_ns - rec.capture_ns) / 1e6)
         st.latest_capture_ns = max(st.latest_capture_ns, rec.capture_ns)
-        st.first_ns = st.first_ns or rec.publish_ns
-        st.last_ns = rec.publish_ns
         st.objects += len(rec.objects)
         st.masked += sum(1 for o in rec.objects if o.mask_kind is not None)
         num, den = rec.time_base

@@ -45,6 +45,8 @@ def test_reports_per_stream_and_overall_figures_and_the_naive_ratio(artifact_cac
 
     assert report["naive_frames"] == 3 and report["naive_fps"] > 0 and report["naive_sam_calls"] >= 1
     assert report["ratio"] == pytest.approx(report["fps_total"] / report["naive_fps"])
+    assert report["naive_fps_without_annotate"] >= report["naive_fps"]  # our pipeline draws only to record
+    assert report["ratio_without_annotate"] <= report["ratio"]
 
 
 def test_bad_resolution_is_refused_naming_the_option(tmp_path):
