@@ -15,7 +15,20 @@ import sys
 from stream.errors import StreamError
 
 
+def _die_with_parent() -> None:
+    """Linux: if the supervisor is killed (SIGKILL leaves it no chance to clean up),
+    its workers go too instead of running on as orphans."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def main() -> int:
+    _die_with_parent()
     request = json.loads(sys.stdin.read())
     logging.basicConfig(
         level=getattr(logging, request.get("log_level", "info").upper()),
