@@ -241,15 +241,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     label = str(path) if path is not None else "config"
     data: Any = copy.deepcopy(dict(base or {}))
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p}: the top level must be a mapping of keys")
+        data = read_yaml_mapping(path, "config file")
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -264,6 +256,20 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
 
     check_pipeline(config)
     return config
+
+
+def read_yaml_mapping(path: str | Path, what: str, example: str = "") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; ConfigError naming ``what`` and the path otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {p}: the top level must be a mapping of keys{example}")
+    return data
 
 
 def validate_section(model: type[_M], data: Mapping[str, Any], key: str) -> _M:

@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from stream.config import StrictModel, validate_section
+from stream.config import StrictModel, read_yaml_mapping, validate_section
 from stream.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -180,16 +180,8 @@ def parse_preprocess_options(
 def load_preprocess_file(path: Path | str) -> PreprocessConfig:
     """A YAML file holding one ``PreprocessConfig`` mapping (the keys of one source's
     ``preprocess`` section). Raises ConfigError naming the file and the key."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"preprocess config {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"preprocess config {p} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"preprocess config {p}: the top level must be a mapping, e.g. 'gamma: 1.8'")
-    return _validate(data, str(p))
+    data = read_yaml_mapping(path, "preprocess config", ", e.g. 'gamma: 1.8'")
+    return _validate(data, str(path))
 
 
 def _validate(data: dict[str, object], label: str) -> PreprocessConfig:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,3 +71,19 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
     return "\n".join(lines)
+
+
+def time_pair(ours: Callable[[], object], reference: Callable[[], object], iters: int, warmup: int,
+              sync: Callable[[], None] = lambda: None) -> tuple[list[float], list[float]]:
+    """ms per call of ``ours`` and ``reference``, run alternately so that load from other
+    processes on a shared host falls on both alike; ``sync`` waits for the device."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for i in range(warmup + iters):
+        for fn, out in ((ours, times[0]), (reference, times[1])):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            if i >= warmup:
+                out.append((time.perf_counter() - t0) * 1000.0)
+    return times

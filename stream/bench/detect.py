@@ -23,13 +23,12 @@ import argparse
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream.bench import BenchResult, median, percentile
+from stream.bench import BenchResult, median, percentile, time_pair
 
 log = logging.getLogger(__name__)
 
@@ -64,26 +63,6 @@ def _frames(count: int, width: int, height: int) -> list[np.ndarray]:
         frame[: big.shape[0], : big.shape[1]] = big
         frames.append(frame + rng.integers(0, 8, frame.shape, dtype=np.uint8))
     return frames
-
-
-def _time_pair(
-    ours: Callable[[], object],
-    reference: Callable[[], object],
-    iters: int,
-    warmup: int,
-    sync: Callable[[], None],
-) -> tuple[list[float], list[float]]:
-    """ms per call of ``ours`` and ``reference``, alternated."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for i in range(warmup + iters):
-        for fn, out in ((ours, times[0]), (reference, times[1])):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            if i >= warmup:
-                out.append((time.perf_counter() - t0) * 1000.0)
-    return times
 
 
 def run(args: argparse.Namespace) -> BenchResult:
@@ -150,7 +129,7 @@ def run(args: argparse.Namespace) -> BenchResult:
             with torch.no_grad():
                 reference(x_ref)
 
-        ours_ms, ref_ms = _time_pair(ours, ref, args.iters, args.warmup, sync)
+        ours_ms, ref_ms = time_pair(ours, ref, args.iters, args.warmup, sync)
         o50, r50 = median(ours_ms), median(ref_ms)
         rows.append(
             {

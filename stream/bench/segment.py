@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.bench import BenchResult, median
+from stream.bench import BenchResult, median, time_pair
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-sam", action="store_true", help="only the propagation figures")
 
 
-def _time_pair(
-    ours: Callable[[], object],
-    reference: Callable[[], object],
-    repeats: int,
-    warmup: int,
-    sync: Callable[[], None],
-) -> tuple[float, float]:
-    """Median ms of ``ours`` and ``reference``, run alternately so that load from
-    other processes on a shared host falls on both alike."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for i in range(warmup + repeats):
-        for fn, out in ((ours, times[0]), (reference, times[1])):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            if i >= warmup:
-                out.append((time.perf_counter() - t0) * 1000.0)
-    return median(times[0]), median(times[1])
+def _time_pair(ours: Callable[[], object], reference: Callable[[], object], repeats: int, warmup: int,
+               sync: Callable[[], None]) -> tuple[float, float]:
+    """Median ms of ``ours`` and ``reference`` (see ``time_pair``)."""
+    a, b = time_pair(ours, reference, repeats, warmup, sync)
+    return median(a), median(b)
 
 
 def _scene(width: int, height: int, tracks: int, frames: int):  # type: ignore[no-untyped-def]
