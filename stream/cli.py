@@ -23,6 +23,7 @@ log = logging.getLogger("stream")
 # Modules that add sub-commands: each defines register(subparsers) -> None.
 COMMAND_MODULES = (
     "stream.commands.pipeline",
+    "stream.commands.demo",
     "stream.commands.weights",
     "stream.commands.eval",
     "stream.commands.bench",

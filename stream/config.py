@@ -198,6 +198,7 @@ class SupervisorConfig(_Model):
     restart_backoff_max_s: float = Field(8.0, ge=0)
     shutdown_timeout_s: float = Field(8.0, gt=0)
     drain_idle_s: float = Field(3.0, gt=0)
+    status_interval_s: float = Field(5.0, ge=0)  # a status line per source this often (0: none)
 
 
 class MetricsConfig(_Model):

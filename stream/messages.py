@@ -125,7 +125,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     the stage has been inside its current batch (0 when waiting for input).
     age_buckets, age_sum_s (last stage only): per source, cumulative counts of frame
     age (output time − capture time) at or below each of ``AGE_BUCKETS_S`` (then +Inf),
-    and the sum of ages in seconds, since the process started.
+    and the sum of ages in seconds, since the process started. objects (last stage only):
+    per source, (objects, objects with a mask) on the newest frame that reached the end.
     """
 
     stage: str
@@ -143,6 +144,7 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     busy_s: float = 0.0
     age_buckets: dict[str, tuple[int, ...]] = {}
     age_sum_s: dict[str, float] = {}
+    objects: dict[str, tuple[int, int]] = {}
     version: int = SCHEMA_VERSION
 
 

@@ -139,6 +139,7 @@ class Counters:
     busy_since: float = 0.0  # monotonic time the current batch started, 0 when idle
     age_buckets: dict[str, list[int]] = field(default_factory=dict)  # see Heartbeat.age_buckets
     age_sum_s: dict[str, float] = field(default_factory=dict)
+    objects: dict[str, tuple[int, int]] = field(default_factory=dict)  # see Heartbeat.objects
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe_age(self, source: str, age_s: float) -> None:
@@ -146,6 +147,14 @@ class Counters:
         counts = self.age_buckets.setdefault(source, [0] * (len(AGE_BUCKETS_S) + 1))
         counts[bisect.bisect_left(AGE_BUCKETS_S, age_s)] += 1
         self.age_sum_s[source] = self.age_sum_s.get(source, 0.0) + age_s
+
+    def observe_objects(self, frame: Frame) -> None:
+        """The newest frame of its source at the end of the pipeline: how many objects, how many masked."""
+        a = frame.arrays
+        boxes = a.get("boxes")
+        kinds = a.get("mask_kind")
+        masked = int((kinds != 2).sum()) if kinds is not None else 0  # 2: no mask (stream.stages.segment)
+        self.objects[frame.source] = (len(boxes) if boxes is not None else 0, masked)
 
     def age_snapshot(self) -> tuple[dict[str, tuple[int, ...]], dict[str, float]]:
         """Cumulative bucket counts (le=each bound, then +Inf) and sums, per source."""
@@ -202,7 +211,7 @@ class Heartbeater:
             frames_in=c.frames_in, frames_out=c.frames_out, errors=c.errors, drops=c.take_drops(),
             last_seq=dict(c.last_seq), latency_ms=self.latency.quantiles() if self.latency else (0.0, 0.0),
             source_state=dict(self.source_state), detail=self.detail, busy_s=busy,
-            age_buckets=age_buckets, age_sum_s=age_sum_s,
+            age_buckets=age_buckets, age_sum_s=age_sum_s, objects=dict(c.objects),
         )
         self.send(encode_control(hb))
 
@@ -432,6 +441,7 @@ class StageRunner:
             if self.sink is not None:
                 self.sink.write(frame)
             self.counters.observe_age(frame.source, (time.time_ns() - frame.header.capture_ns) / 1e9)
+            self.counters.observe_objects(frame)
             px = frame.header.pixels
             if px is not None and not self.spec.inline_pixels:
                 self._rings.get(px.ring).release(frame.seq)

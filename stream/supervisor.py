@@ -34,6 +34,7 @@ from stream.messages import Control, DropRecord, Heartbeat, RunReport, decode_co
 from stream.metrics import MetricsServer
 from stream.sources import open_source
 from stream.stages import STAGES
+from stream.status import StatusLine
 from stream.summary import RunSummary, summarize_source
 from stream.transport import FrameRing, check_tcp_port_free, open_socket, recv_parts, shm_dir
 
@@ -77,6 +78,8 @@ class Supervisor:
         self._last_progress = (0, time.monotonic())
         self._drained_at = 0.0
         self._source_states: dict[str, str] = {}
+        self._dropped: dict[str, int] = {}  # frames dropped per source, for the status line
+        self._status = StatusLine(config.supervisor.status_interval_s, tuple(s.id for s in config.sources))
 
     # --- set-up --------------------------------------------------------------
     def prepare(self) -> None:
@@ -187,18 +190,22 @@ class Supervisor:
 
     def run(self) -> RunSummary:
         """Run to the end of all sources (or a stop request); returns the summary."""
-        t0 = time.monotonic()
+        t0 = self._status.started = time.monotonic()
         if self.metrics:
             self.metrics.start()
         for p in self.procs:  # stages first, output first: each binds its input before upstream sends
             if not p.is_capture:
                 self._spawn(p)
         captures_started = False
+        log.info("loading and warming up the models of %s (a first run builds and caches them)",
+                 ", ".join(p.name for p in self.procs if not p.is_capture))
         try:
             while not self._done():
                 self._pump_heartbeats(timeout_ms=100)
                 if not captures_started and (self._stages_ready() or self._stopping):
                     # models are loaded and warmed up: frames start flowing only now
+                    if not self._stopping:
+                        log.info("every stage is ready after %.1f s: sources start", time.monotonic() - t0)
                     for p in self.procs:
                         if p.is_capture and not self._stopping:
                             self._spawn(p)
@@ -207,6 +214,7 @@ class Supervisor:
                     captures_started = True
                 self._check_procs()
                 self._maybe_drain()
+                self._print_status()
                 if self._stopping and time.monotonic() > self._stop_deadline:
                     log.warning("shutdown deadline passed; terminating remaining processes")
                     break
@@ -243,6 +251,8 @@ class Supervisor:
         proc.hb = hb
         proc.last_hb = time.monotonic()
         self.drops.extend(hb.drops)
+        for d in hb.drops:
+            self._dropped[d.source] = self._dropped.get(d.source, 0) + d.last - d.first + 1
         self._source_states.update(hb.source_state)
         if hb.state == "failed" and hb.detail:
             log.error("%s: %s", proc.name, hb.detail)
@@ -296,6 +306,14 @@ class Supervisor:
         backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2 ** (len(p.crashes) - 1))
         log.error("%s crashed (%s); restarting in %.1f s", p.name, why, backoff)
         p.restart_at = now + backoff
+
+    def _print_status(self) -> None:
+        """Every supervisor.status_interval_s: one line per source (stream.status)."""
+        output = next(p for p in self.procs if p.name == "output")
+        with self._lock:
+            lines = self._status.poll(time.monotonic(), output.hb, self._dropped)
+        for line in lines:
+            log.info("%s", line)
 
     def _maybe_drain(self) -> None:
         """An end-of-stream lost with a crashed stage would leave the chain waiting:

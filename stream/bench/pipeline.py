@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stream import random_weights
 from stream.bench import BenchResult, percentile
 from stream.bench.probes import (
     PublishProbe,
@@ -101,14 +102,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="default vit_b on CUDA, tiny (a small test SAM, not a released model) on CPU",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (detector, SAM, naive loop)")
-    p.add_argument("--boxes", type=int, default=20, help="detections kept per frame (both pipelines)")
+    p.add_argument(
+        "--boxes", type=int, default=random_weights.BOXES, help="detections kept per frame (both pipelines)"
+    )
     p.add_argument(
         "--conf",
         type=float,
-        default=0.01,
+        default=random_weights.CONF,
         help="detection threshold; random weights score about 0.0101, so 0.01 keeps the top --boxes",
     )
-    p.add_argument("--keyframe-interval", type=int, default=10, help="frames between SAM keyframes")
+    p.add_argument(
+        "--keyframe-interval",
+        type=int,
+        default=random_weights.KEYFRAME_INTERVAL,
+        help="frames between SAM keyframes",
+    )
     p.add_argument("--max-batch", type=int, default=None, help="detector batch (default min(32, streams))")
     p.add_argument("--naive-frames", type=int, default=30, help="frames the naive loop is timed on (0: skip)")
     p.add_argument(
@@ -120,7 +128,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seed",
         type=int,
-        default=2,
+        default=random_weights.SEED,
         help="seed of the random weights; with 2 (also 5, 7) yolo_nas_s puts most of its top boxes inside "
         "the frame at 320 and 640 (with 0, all of them fall in the letterbox padding at 640)",
     )
@@ -139,8 +147,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "device": str(device),
         "cuda_index": (device.index or 0) if cuda else None,
         "arch": f"yolo_nas_{args.model_size}",
-        "input_size": args.input_size or (640 if cuda else 320),
-        "sam": args.sam_model or ("vit_b" if cuda else "tiny"),
+        "input_size": args.input_size or random_weights.input_size_for(device.type),
+        "sam": args.sam_model or random_weights.sam_model_for(device.type),
         "kind": args.source,
         "fps": args.fps,
     }
@@ -197,6 +205,7 @@ def _config(
     sinks: dict[str, Any] = {"publish": {"endpoint": endpoint, "hwm": 100_000}}
     if record_dir:
         sinks["record"] = {"root": record_dir}
+    chosen = _sections(args, plan)
     return {
         "name": "bench-pipeline",
         "random_weights": True,
@@ -204,34 +213,33 @@ def _config(
         "sources": sources,
         "pipeline": ["detect", "track", "segment"],
         "detect": {
+            **chosen["detect"],
             "model": plan["arch"],
-            "input_size": plan["input_size"],
-            "conf": args.conf,
-            "max_detections": args.boxes,
             "device": plan["device"],
-            "random_seed": args.seed,
             "max_batch": args.max_batch or min(32, n),
         },
-        "track": _tracker_params(plan["fps"]),
-        "segment": {
-            "model": plan["sam"],
-            "device": plan["device"],
-            "interval": args.keyframe_interval,
-            "random_seed": args.seed,
-        },
+        "track": chosen["track"],
+        "segment": {**chosen["segment"], "device": plan["device"]},
         "sinks": sinks,
         "metrics": {"enabled": False},
     }
 
 
-def _tracker_params(fps: float) -> dict[str, Any]:
-    """Random-weight scores sit near 0.01: thresholds at 0 so that the kept boxes are tracked."""
-    return {
-        "track_activation_threshold": 0.0,
-        "high_conf_det_threshold": 0.0,
-        "minimum_consecutive_frames": 1,
-        "frame_rate": fps,
-    }
+def _sections(args: argparse.Namespace, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """detect/track/segment settings that give random weights boxes to track and segment
+    (``stream.random_weights``, shared with ``stream demo``)."""
+    return random_weights.sections(
+        random_weights.choices(
+            "cuda" if plan["cuda_index"] is not None else "cpu",
+            fps=plan["fps"],
+            boxes=args.boxes,
+            conf=args.conf,
+            seed=args.seed,
+            keyframe_interval=args.keyframe_interval,
+            input_size=plan["input_size"],
+            sam_model=plan["sam"],
+        )
+    )
 
 
 def _free_endpoint() -> str:
@@ -392,7 +400,7 @@ def _naive_loop(args: argparse.Namespace, plan: dict[str, Any]) -> tuple[Any, It
         keyframe_interval=args.keyframe_interval,
         device=plan["device"],
         seed=args.seed,
-        tracker=_tracker_params(plan["fps"]),
+        tracker=_sections(args, plan)["track"],
     )
     return NaiveLoop(cfg), frames
 

@@ -1,10 +1,9 @@
-"""``stream run CONFIG``, ``stream check CONFIG`` and ``stream demo``."""
+"""``stream run CONFIG`` and ``stream check CONFIG`` (``stream demo``: stream.commands.demo)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ def register(sub: Any) -> None:
     check = sub.add_parser("check", help="validate a config and open its sources, without running")
     _common(check)
     check.set_defaults(handler=cmd_check)
-
-    demo = sub.add_parser("demo", help="the bundled street clip through the whole pipeline")
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    demo.add_argument("--random-weights", action="store_true",
-                      help="run the models with random weights (no download; outputs are NOT detections)")
-    demo.add_argument("--summary-json", type=Path)
-    demo.set_defaults(handler=cmd_demo)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -80,59 +72,3 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"pipeline: capture → {' → '.join([*config.pipeline, 'output'])}")
     print("config ok")
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.data import demo_clip_path
-
-    base = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    overrides = [f"sources.0.path={demo_clip_path()}", *_cli_overrides(args)]
-    config = load_config(base if base.is_file() else None, overrides, env=os.environ,
-                         base=None if base.is_file() else _DEMO)
-    if not config.random_weights:
-        _pull_demo_weights(config)
-    print(f"stream demo: {demo_clip_path().name} through capture → {' → '.join([*config.pipeline, 'output'])}",
-          file=sys.stderr)
-    sinks = config.sinks
-    if sinks.live:
-        print(f"  live view:  http://{sinks.live.get('host', '127.0.0.1')}:{sinks.live.get('port', 8080)}/",
-              file=sys.stderr)
-    if sinks.record:
-        print(f"  recording:  {sinks.record.get('root', 'recordings')}/", file=sys.stderr)
-    if sinks.publish:
-        print(f"  masks:      stream subscribe {sinks.publish.get('endpoint')}", file=sys.stderr)
-    return _run(config, args)
-
-
-# Used when the package is installed without the repository's configs/ folder.
-_DEMO: dict[str, Any] = {
-    "name": "demo",
-    "sources": [{"id": "street", "type": "file", "path": "", "live": False}],
-    "pipeline": [],
-    "sinks": {"jsonl": {"path": "out/demo/frames.jsonl"}},
-    "metrics": {"port": 0},
-}
-
-
-def _pull_demo_weights(config: Config) -> None:
-    """First use: fetch the detector's official weights; if they cannot be fetched,
-    say so and how to run without them."""
-    from stream.errors import WeightsError
-    from stream.models.weights import get_spec, pull
-    from stream.stages.detect import checkpoint_path, params
-
-    try:
-        checkpoint_path(config)
-        return
-    except WeightsError:
-        pass
-    name = params(config).weights or params(config).model
-    print(f"stream demo: fetching the official {name} weights (first use)", file=sys.stderr)
-    try:
-        pull(get_spec(name), Path(config.cache_dir))
-    except WeightsError as exc:
-        raise WeightsError(
-            f"could not fetch the {name} weights: {exc}. To see the pipeline run anyway, use "
-            "`make demo DEMO_ARGS=--random-weights` (or `stream demo --random-weights`): the boxes are then "
-            "NOT detections"
-        ) from None

@@ -283,9 +283,11 @@ def _yolo_layout(data: Path, split: str, images: Path | None) -> tuple[Path, lis
         return Path(images).expanduser(), names, names_file
     if names_file.suffix.lower() in (".yaml", ".yml"):
         cfg = yaml.safe_load(names_file.read_text()) or {}
-        base = Path(str(cfg["path"])).expanduser() if isinstance(cfg, dict) and cfg.get("path") else root
-        if not base.is_absolute():
-            base = root / base
+        base = root
+        if isinstance(cfg, dict) and cfg.get("path"):  # data.yaml's path: is relative to its folder
+            base = Path(str(cfg["path"])).expanduser()
+            if not base.is_absolute():
+                base = root / base
         entry = cfg.get(split) if isinstance(cfg, dict) else None
         if isinstance(entry, str):
             cand = Path(entry) if Path(entry).is_absolute() else base / entry

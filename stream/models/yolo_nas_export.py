@@ -253,6 +253,8 @@ def load_yolo_nas(
         else:
             log.info("loaded %s from the cache %s", arch, path)
             return _to_model(module, meta, dev, class_names)
+    log.info("%s at %d px on %s is not in the cache yet: building it through super-gradients "
+             "(about 30 s, once; later runs load it in about a second)", arch, input_size, dev.type)
     eager = build_yolo_nas(
         arch,
         checkpoint=checkpoint,

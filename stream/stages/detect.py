@@ -75,11 +75,16 @@ class DetectStage(StageBase):
     def start(self) -> None:
         """Warm up: a TorchScript module optimises itself on its first calls (seconds
         on a CPU); do that now, not on the first live frame."""
+        import time
+
         import numpy as np
 
+        t0 = time.perf_counter()
+        log.info("detect: warming up (2 passes on a blank frame)")
         blank = np.zeros((480, 640, 3), np.uint8)
         for _ in range(2):
             self.detector.detect([blank])  # type: ignore[attr-defined]
+        log.info("detect: warm in %.1f s", time.perf_counter() - t0)
 
     def process_batch(self, frames: Sequence[Frame]) -> list[Frame | None]:
         images = [f.image for f in frames]
