@@ -17,6 +17,7 @@ from importlib import import_module
 
 from stream import __version__
 from stream.errors import StreamError
+from stream.jsonout import json_stdout
 
 log = logging.getLogger("stream")
 
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return handler(args)
+        with json_stdout(args):  # --json: the JSON alone on stdout, everything else on stderr
+            return handler(args)
     except StreamError as exc:
         if args.debug:
             log.exception("failed")

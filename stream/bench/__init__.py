@@ -31,8 +31,12 @@ class BenchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """What ``--json`` prints: the summary's keys and ``rows``."""
+        return {**self.summary, "rows": self.rows}
+
     def to_json(self) -> str:
-        return json.dumps({**self.summary, "rows": self.rows})
+        return json.dumps(self.to_dict())
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -7,6 +7,7 @@ from importlib import import_module
 from typing import Any
 
 from stream.bench import BENCHMARKS, format_table
+from stream.jsonout import emit_json
 
 
 def register(sub: Any) -> None:
@@ -24,7 +25,7 @@ def _make_handler(module: Any) -> Any:
     def handler(args: argparse.Namespace) -> int:
         result = module.run(args)
         if args.json:
-            print(result.to_json())
+            emit_json(args, result.to_dict())
         else:
             print(format_table(result.rows))
             for key, value in result.summary.items():

@@ -18,6 +18,7 @@ import msgspec
 
 from stream.client import CurveClient, EndRecord, FrameRecord, Subscriber
 from stream.errors import ConfigError
+from stream.jsonout import emit_json
 
 
 def register(sub: Any) -> None:
@@ -82,7 +83,10 @@ def _subscribe(args: argparse.Namespace) -> int:
                     status = 1
                     print(f"stream: no record from {args.endpoint} for {args.timeout:g} s", file=sys.stderr)
                     break
-                print(_json(rec) if args.json else _text(rec), flush=True)
+                if args.json:
+                    emit_json(args, msgspec.to_builtins(rec))
+                else:
+                    print(_text(rec), flush=True)
                 if isinstance(rec, FrameRecord):
                     frames += 1
         except KeyboardInterrupt:
@@ -94,10 +98,6 @@ def _subscribe(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return status
-
-
-def _json(rec: FrameRecord | EndRecord) -> str:
-    return msgspec.json.encode(rec).decode()
 
 
 def _text(rec: FrameRecord | EndRecord) -> str:

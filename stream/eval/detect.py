@@ -351,7 +351,9 @@ def run(args: argparse.Namespace) -> int:
     s = summary(m, ds, args, len(results), random_weights, plots)
     (out / "summary.json").write_text(json.dumps(s, indent=1))
     if args.json:
-        print(json.dumps(s))
+        from stream.jsonout import emit_json
+
+        emit_json(args, s)
     else:
         _print_report(s)
         print(f"summary: {out / 'summary.json'}")

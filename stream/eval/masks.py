@@ -17,7 +17,6 @@ as they are (every object moves) and with half the objects standing still.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -332,7 +331,9 @@ def run(args: argparse.Namespace) -> int:
             mo: {me: {str(n): round(r.mean_iou, 4) for n, r in by.items()} for me, by in t.items()}
             for mo, t in table.items()
         }
-        print(json.dumps(out))
+        from stream.jsonout import emit_json
+
+        emit_json(args, out)
         return 0
     from stream.bench import format_table
 

@@ -13,7 +13,6 @@ pedestrians. Figures are fractions (MOTA can be negative), IDSW a count.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import tempfile
@@ -194,7 +193,9 @@ def run(args: argparse.Namespace) -> int:
         pred = read_mot(args.pred)
     scores = score_mot(gt, pred, iou_threshold=args.iou_threshold)
     if args.json:
-        print(json.dumps({**scores, **extra}))
+        from stream.jsonout import emit_json
+
+        emit_json(args, {**scores, **extra})
     else:
         print(_format(scores))
     return 0

@@ -1,0 +1,86 @@
+"""Every ``--json`` output of every command parses: a real subprocess per command at tiny
+scale, its stdout read as ONE strict JSON document (no NaN, no stray console line from
+super-gradients or a worker process); logs go to stderr.
+
+``stream subscribe --json`` (one JSON object per line, for as long as it runs) is run
+against a real publisher in tests/integration/test_publish.py
+(``test_subscribe_command_prints_records_with_masks``), which parses every line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from stream.cli import build_parser
+from tests.conftest import REPO, run_stream
+
+pytestmark = pytest.mark.timeout(900)
+
+EXAMPLES = REPO / "examples" / "eval"
+# command -> tiny-scale arguments
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "bench transport": ("--stages", "1", "--width", "64", "--height", "48", "--frames", "20",
+                        "--paced-frames", "10", "--paced-fps", "50"),
+    # imports super-gradients (which prints on stdout): the case this test was written for
+    "bench detect": ("--size", "64", "--batch-sizes", "1", "--iters", "1", "--warmup", "0", "--device", "cpu",
+                     "--frame-width", "64", "--frame-height", "48"),
+    "bench track": ("--sizes", "5", "--frames", "5", "--warmup", "1"),
+    "bench segment": ("--arch", "tiny", "--device", "cpu", "--width", "64", "--height", "48", "--boxes", "1",
+                      "--repeats", "1", "--warmup", "0", "--tracks", "2", "--frames", "3"),
+    "bench outputs": ("--width", "64", "--height", "48", "--objects", "2", "--frames", "3", "--min-crop", "4",
+                      "--max-crop", "8", "--no-record", "--full-rle-frames", "1"),
+    "bench sources": ("--seconds", "1", "--outages", "1", "--outage-s", "0.5", "--size", "64x48", "--fps", "10"),
+    "bench preprocess": ("--width", "64", "--height", "48", "--frames", "3"),
+    "bench pipeline": ("--streams", "1", "--resolution", "160x120", "--duration", "1", "--fps", "5",
+                       "--naive-frames", "0", "--input-size", "320", "--sam-model", "tiny", "--device", "cpu",
+                       "--seed", "0"),  # seed 0 at 320: the artifact other tests build
+    "eval detect": ("--data", str(EXAMPLES / "detect"), "--pred", str(EXAMPLES / "detect" / "predictions.json")),
+    "eval track": ("--gt", str(EXAMPLES / "track" / "gt.txt"), "--det", str(EXAMPLES / "track" / "det.txt")),
+    "eval masks": ("--width", "160", "--height", "120", "--frames", "20", "--no-adaptive"),
+}  # fmt: skip
+ELSEWHERE = {"subscribe"}  # see the module docstring
+
+
+def _strict(text: str) -> object:
+    def bad(constant: str) -> object:
+        raise AssertionError(f"{constant} in --json output: not JSON")
+
+    return json.loads(text, parse_constant=bad)
+
+
+def _json_commands() -> set[str]:
+    """Every command whose parser has a --json flag, e.g. 'bench detect'."""
+    found: set[str] = set()
+
+    def walk(parser, prefix: str) -> None:  # type: ignore[no-untyped-def]
+        for action in parser._actions:
+            if "--json" in getattr(action, "option_strings", ()):
+                found.add(prefix.strip())
+            for name, sub in (getattr(action, "choices", None) or {}).items():
+                if hasattr(sub, "_actions"):
+                    walk(sub, f"{prefix} {name}")
+
+    walk(build_parser(), "")
+    return found
+
+
+def test_every_json_command_is_covered_here():
+    assert _json_commands() == set(COMMANDS) | ELSEWHERE
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_json_output_is_one_strict_json_document_on_stdout(command, artifact_cache, tmp_path):
+    if command == "bench sources" and shutil.which("gst-inspect-1.0") is None:
+        pytest.skip("GStreamer's RTSP server is not installed: run scripts/system-deps.sh")
+    extra = ("--out", str(tmp_path / "out")) if command == "eval detect" else ()
+    r = run_stream(*command.split(), *COMMANDS[command], *extra, "--json",
+                   env={"STREAM_CACHE": str(artifact_cache)}, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    value = _strict(r.stdout)
+    assert isinstance(value, dict) and value, r.stdout[:500]
+    assert r.stdout.count("\n") == 1, "more than one line on stdout"
+    if command.startswith("bench"):
+        assert isinstance(value.get("rows"), list)
