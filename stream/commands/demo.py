@@ -68,10 +68,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _announce(config)
     why = "--random-weights" if config.random_weights else _missing_weights(config)
     if why is not None:
-        chosen = _random_choices(config, args.overrides)
-        config = _load(args, [c.override() for c in chosen] + ["random_weights=true"])
         say(f"RANDOM WEIGHTS ({why}). The models are untrained: the boxes and masks on screen are NOT "
             "detections. For real ones: `stream weights pull yolo_nas_s sam_vit_b`, then run the demo again.")
+        chosen = _random_choices(config, args.overrides)
+        config = _load(args, [c.override() for c in chosen] + ["random_weights=true"])
         say("settings chosen so that random weights put boxes and masks on screen in real time:")
         for line in random_weights.describe(chosen):
             print(line, file=sys.stderr, flush=True)
@@ -145,5 +145,8 @@ def _random_choices(config: Config, user_overrides: list[str]) -> list[random_we
     chosen = random_weights.choices(device, fps=fps, boxes=DEMO_BOXES)
     chosen.append(random_weights.Choice(
         "segment.async_keyframes", "always", "SAM runs beside the stream: no frame waits for a keyframe"))
+    lag = max(15, round(3 * fps))
+    chosen.append(random_weights.Choice(
+        "segment.max_lag_frames", lag, f"a keyframe's masks may land up to {lag} frames (3 s) after the frame SAM saw"))
     mine = {o.partition("=")[0].strip() for o in user_overrides}
     return [c for c in chosen if c.key not in mine]

@@ -59,8 +59,9 @@ def _json_commands() -> set[str]:
         for action in parser._actions:
             if "--json" in getattr(action, "option_strings", ()):
                 found.add(prefix.strip())
-            for name, sub in (getattr(action, "choices", None) or {}).items():
-                if hasattr(sub, "_actions"):
+            choices = getattr(action, "choices", None)
+            if isinstance(choices, dict):  # a sub-command group
+                for name, sub in choices.items():
                     walk(sub, f"{prefix} {name}")
 
     walk(build_parser(), "")

@@ -58,7 +58,7 @@ def test_on_a_cpu_the_demo_takes_the_shared_random_weight_settings_and_the_users
     assert "detect.conf" not in chosen  # the user's --set
     assert chosen["detect.input_size"] == 320 and chosen["segment.model"] == "tiny"
     assert chosen["track.track_activation_threshold"] == 0.0 and chosen["track.frame_rate"] == 10.0
-    assert chosen["segment.async_keyframes"] == "always"
+    assert chosen["segment.async_keyframes"] == "always" and chosen["segment.max_lag_frames"] == 30
     config = demo._load(argparse.Namespace(overrides=["detect.conf=0.2"], random_weights=False),
                         [c.override() for c in demo._random_choices(_config(tmp_path), ["detect.conf=0.2"])])
     assert config.detect["conf"] == 0.2 and config.detect["input_size"] == 320 and config.segment["model"] == "tiny"
