@@ -21,7 +21,9 @@ env: bootstrap
 system-deps:
 	@for f in scripts/system-deps.sh scripts/browser-deps.sh; do [ ! -f $$f ] || bash $$f; done
 
-demo: env
+demo:
+	@echo "make demo: preparing .venv; the live view will be at http://127.0.0.1:8080/ (Ctrl-C stops)"
+	@$(MAKE) --no-print-directory env
 	$(UV) run stream demo $(DEMO_ARGS)
 
 test: env system-deps
