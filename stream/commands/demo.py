@@ -132,11 +132,10 @@ def _missing_weights(config: Config) -> str | None:
 def _random_choices(config: Config, user_overrides: list[str]) -> list[random_weights.Choice]:
     """stream.random_weights' settings for this machine, plus SAM beside the stream; the keys
     the user set with --set are left out (theirs win)."""
-    from stream.models.yolo_nas import resolve_device
     from stream.sources import open_source
     from stream.stages import detect
 
-    device = resolve_device(detect.params(config).device).type
+    device = _device_type(detect.params(config).device)
     src = open_source(config.sources[0])
     try:
         fps = float(src.open().fps or 10.0)
@@ -150,3 +149,13 @@ def _random_choices(config: Config, user_overrides: list[str]) -> list[random_we
         "segment.max_lag_frames", lag, f"a keyframe's masks may land up to {lag} frames (3 s) after the frame SAM saw"))
     mine = {o.partition("=")[0].strip() for o in user_overrides}
     return [c for c in chosen if c.key not in mine]
+
+
+def _device_type(device: str) -> str:
+    """'cuda' or 'cpu' for detect.device. Without an NVIDIA driver 'auto' is the CPU, known
+    without importing torch (seconds on a busy machine, before the first frame)."""
+    if device == "auto" and not Path("/dev/nvidiactl").exists():
+        return "cpu"
+    from stream.models.yolo_nas import resolve_device
+
+    return resolve_device(device).type
