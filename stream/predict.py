@@ -302,7 +302,7 @@ class _CocoWriter:
         self.areas: list[float] = []  # per result: mask area in pixels (box area without masks)
 
     def add(self, path: Path, annotated: str, pred: ImagePrediction) -> int:
-        from stream.masks.rle import encode
+        from stream.masks.rle import encode_crop
 
         image_id = len(self.images) + 1
         height, width = pred.image.shape[:2]
@@ -311,7 +311,6 @@ class _CocoWriter:
              "annotated": annotated}
         )  # fmt: skip
         det = pred.detections
-        canvas = np.zeros((height, width), dtype=np.uint8, order="F") if pred.masks is not None else None
         for i in range(len(det.boxes)):
             x0, y0, x1, y1 = (float(v) for v in det.boxes[i])
             r: dict[str, Any] = {
@@ -320,14 +319,10 @@ class _CocoWriter:
                 "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                 "score": round(float(det.scores[i]), 5),
             }
-            if canvas is not None and pred.masks is not None:
+            if pred.masks is not None:
                 crop = pred.masks[i]
-                crop.paste_into(canvas.view(bool))
-                r["segmentation"] = encode(canvas)
+                r["segmentation"] = encode_crop(crop, height, width)
                 self.areas.append(float(crop.area))
-                if not crop.is_empty:  # clear the canvas for the next object
-                    cx0, cy0, cx1, cy1 = crop.rect
-                    canvas[max(cy0, 0) : max(cy1, 0), max(cx0, 0) : max(cx1, 0)] = 0
             else:
                 self.areas.append(round((x1 - x0) * (y1 - y0), 2))
             self.results.append(r)

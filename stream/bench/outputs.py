@@ -141,7 +141,7 @@ def _row(
 def _bench_rle(frames: list[Frame], full_frames: int) -> tuple[list[dict[str, Any]], float, float]:
     from stream.masks import rle
     from stream.objects import FrameObjects
-    from stream.sinks.publish import crop_to_rle, frame_size
+    from stream.sinks.publish import frame_size
 
     def masks_of(frame: Frame) -> tuple[ObjectMasks, int, int]:
         m = FrameObjects.from_arrays(frame.arrays).masks
@@ -157,7 +157,7 @@ def _bench_rle(frames: list[Frame], full_frames: int) -> tuple[list[dict[str, An
     def crop(frame: Frame) -> list[str]:
         m, h, w = masks_of(frame)
         return [
-            crop_to_rle(m.crop(i), int(m.crop_boxes[i, 0]), int(m.crop_boxes[i, 1]), h, w).counts
+            rle.crop_counts(m.crop(i), int(m.crop_boxes[i, 0]), int(m.crop_boxes[i, 1]), h, w)
             for i in range(len(m))
         ]
 
