@@ -19,8 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stream.config import Config
 
 MASK_KINDS = ("keyframe", "propagated", "none")  # mask_kind codes 0, 1, 2
 
@@ -110,3 +114,10 @@ COCO_CLASSES = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
     "hair drier", "toothbrush",
 )
+
+
+def class_names_of(config: Config) -> tuple[str, ...]:
+    """Names indexed by class id for every output (overlay, live view, publish, record):
+    ``detect.class_names`` when given, else COCO's 80."""
+    names = config.detect.get("class_names") if isinstance(config.detect, Mapping) else config.detect.class_names
+    return tuple(names) if names else COCO_CLASSES

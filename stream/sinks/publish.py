@@ -34,7 +34,7 @@ from stream.config import Config, StrictModel, validate_section
 from stream.errors import ConfigError, TransportError
 from stream.masks.rle import crop_counts
 from stream.messages import Frame
-from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects
+from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects, class_names_of
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def build(section: dict[str, Any], config: Config) -> PublishSink:
             )
     except TransportError as exc:
         raise ConfigError(f"config error: sinks.publish: {exc}") from None
-    class_names = config.detect.get("class_names") or COCO_CLASSES
+    class_names = class_names_of(config)
     return PublishSink(
         cfg.endpoint,
         hwm=cfg.hwm,
