@@ -104,7 +104,8 @@ class Annotator:
         if cfg.masks and objs.masks is not None:
             self._draw_masks(out, objs, keys)
         if cfg.traces and objs.track_ids is not None:
-            self._draw_traces(out, state, objs.track_ids, boxes)
+            self._update_traces(state, objs.track_ids, boxes)
+            self._draw_traces(out, state)
         if cfg.boxes or cfg.labels:
             self._draw_boxes(out, objs, boxes, keys)
         if cfg.status:
@@ -112,6 +113,16 @@ class Annotator:
         if frame.header.random_weights:
             self._draw_banner(out)
         return out
+
+    def observe(self, frame: Frame) -> None:
+        """Keep ``frame``'s source state (rate, traces) without drawing it: for the frames no
+        viewer, recording or re-stream needs pictures of, so that the next drawn frame shows
+        the same fps and traces as if every frame had been drawn. Touches no pixels."""
+        state = self._state(frame)
+        objs = FrameObjects.from_arrays(frame.arrays)
+        if self.config.traces and objs.track_ids is not None and frame.image is not None:
+            height, width = frame.image.shape[:2]
+            self._update_traces(state, objs.track_ids, _safe_boxes(objs.boxes, width, height))
 
     def fps(self, source: str) -> float:
         """Frames per second of ``source`` as the status line shows it (stream.rate)."""
@@ -178,9 +189,7 @@ class Annotator:
             scaled = cv2.convertScaleAbs(region, alpha=1.0 - alpha)
             cv2.add(scaled, tint, dst=region, mask=crop)
 
-    def _draw_traces(
-        self, out: np.ndarray, state: _SourceState, track_ids: np.ndarray, boxes: np.ndarray
-    ) -> None:
+    def _update_traces(self, state: _SourceState, track_ids: np.ndarray, boxes: np.ndarray) -> None:
         cfg = self.config
         now = state.frames
         for tid, box in zip(track_ids.tolist(), boxes, strict=False):
@@ -194,6 +203,10 @@ class Annotator:
         for tid in [t for t, seen in state.last_seen.items() if now - seen >= cfg.trace_ttl_frames]:
             del state.last_seen[tid]
             del state.traces[tid]
+
+    def _draw_traces(self, out: np.ndarray, state: _SourceState) -> None:
+        cfg = self.config
+        now = state.frames
         for tid, trace in state.traces.items():
             if len(trace) > 1 and state.last_seen[tid] == now:
                 pts = np.array(trace, np.int32).reshape(-1, 1, 2)

@@ -212,6 +212,11 @@ class LiveHub:
     def viewers(self, source: str) -> int:
         return self._channels[source].viewers
 
+    def watched(self, source: str) -> bool:
+        """True while a client watches ``source``'s pictures (unknown sources: False)."""
+        ch = self._channels.get(source)
+        return ch is not None and ch.viewers > 0
+
     def watch(self, source: str) -> None:
         """A client started watching ``source``'s pictures (pair with ``unwatch``)."""
         ch = self._channels[source]

@@ -106,6 +106,11 @@ class LiveSink:
     def port(self) -> int:
         return self.server.port
 
+    def needs_picture(self, source: str) -> bool:
+        """The annotated picture is drawn only while someone watches ``source``; without
+        viewers the sink still gets every frame (for the object list), unannotated."""
+        return self.hub.watched(source)
+
     def write(self, frame: Frame) -> None:
         self.hub.offer(frame)
 

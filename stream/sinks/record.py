@@ -250,6 +250,14 @@ class RecordSink:
 
     # -- called by the output stage (pipeline thread); never blocks on encoding
 
+    def needs_picture(self, source: str) -> bool:
+        """False for a source this sink does not record, or whose encoder queue is full (the
+        frame would be dropped): no picture is drawn for it."""
+        if self.config.sources is not None and source not in self.config.sources:
+            return False
+        rec = self._recorders.get(source)
+        return rec is None or not rec.worker.would_drop()
+
     def write(self, frame: Frame) -> None:
         if self.config.sources is not None and frame.source not in self.config.sources:
             return

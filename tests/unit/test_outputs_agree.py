@@ -100,3 +100,57 @@ def test_overlay_and_live_page_agree_on_fps_after_a_burst() -> None:
         sink.close()
     assert 10.0 <= overlay <= 16.0, overlay  # ~20 + 10 frames in the last 2 s
     assert abs(overlay - page) <= 1.0, (overlay, page)
+
+
+class _CountingAnnotator:
+    """The real Annotator, counting the frames it draws and the ones it only observes."""
+
+    def __init__(self, config: Config) -> None:
+        self.inner = build_annotator(config)
+        self.drawn = 0
+        self.observed = 0
+
+    def __call__(self, frame: Frame) -> np.ndarray:
+        self.drawn += 1
+        return self.inner(frame)
+
+    def observe(self, frame: Frame) -> None:
+        self.observed += 1
+        self.inner.observe(frame)
+
+
+def test_pictures_are_drawn_only_while_someone_watches_or_records(tmp_path) -> None:
+    from stream.sinks.record import RecordConfig, RecordSink
+    from stream.stages.output import OutputStage
+
+    config = _config()
+    live = live_sink.build({"port": 0}, config)
+    annotator = _CountingAnnotator(config)
+    stage = OutputStage([live], annotator=annotator)
+    try:
+        for seq in range(20):
+            stage.write(_frame(seq))
+        assert annotator.drawn == 0 and annotator.observed == 20  # a live sink nobody watches
+        assert annotator.inner.fps("dock") > 0  # its state is kept all the same
+
+        viewer = socket.create_connection(("127.0.0.1", live.port))
+        viewer.sendall(b"GET /stream/dock.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            deadline = time.monotonic() + 10
+            while not live.hub.watched("dock") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for seq in range(20, 30):
+                stage.write(_frame(seq))
+            assert annotator.drawn == 10
+        finally:
+            viewer.close()
+    finally:
+        stage.close()
+
+    recorder = RecordSink(RecordConfig(root=str(tmp_path / "rec"), queue_size=100), codec="libx264")
+    annotator = _CountingAnnotator(config)
+    stage = OutputStage([recorder], annotator=annotator)
+    for seq in range(5):
+        stage.write(_frame(seq))
+    stage.close()
+    assert annotator.drawn == 5  # an annotated recording needs every picture
