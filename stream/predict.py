@@ -43,8 +43,9 @@ import numpy as np
 
 from stream import __version__
 from stream.errors import SourceError
-from stream.eval.coco_data import IMAGE_EXTENSIONS, category_ids
+from stream.imageio import IMAGE_EXTENSIONS, read_image  # noqa: F401  (read_image: part of this module's API)
 from stream.masks.crop import MaskCrop
+from stream.objects import category_ids
 
 if TYPE_CHECKING:
     from stream.models.detections import Detections
@@ -165,19 +166,6 @@ def collect_images(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped]]:
                 seen.add(key)
                 files.append(e)
     return files, skipped
-
-
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR pixels of an image file. SourceError naming the file when it
-    cannot be read or decoded (corrupt, truncated, not an image)."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # also for non-ASCII paths, unlike cv2.imread
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None or image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise SourceError(f"{path}: not a readable image (corrupt, truncated or not an image format)")
-    return image
 
 
 # --- models --------------------------------------------------------------------------------------
