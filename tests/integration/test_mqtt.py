@@ -1,0 +1,212 @@
+"""MQTT sink against a real Mosquitto started by each test (loopback, free port): events
+for a scene with known tracks, retained state and availability, a broker killed and
+restarted or frozen mid-run, a broker down at start, passwords, TLS."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.config import load_config
+from stream.sinks.mqtt import MqttConfig, MqttSink, build
+from tests.conftest import wait_for
+from tests.mqtt_broker import (
+    KNOWN_EVENTS,
+    PERSON,
+    Collector,
+    Mosquitto,
+    Obj,
+    known_scene,
+    needs_mosquitto,
+    tracked_frame,
+)
+
+pytestmark = needs_mosquitto
+
+PREFIX = "t"
+EVENTS, STATE, AVAIL = f"{PREFIX}/cam/events", f"{PREFIX}/cam/state", f"{PREFIX}/availability"
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    b = Mosquitto(tmp_path).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def collector(broker: Mosquitto):
+    c = Collector(broker.port, f"{PREFIX}/#")
+    c.wait_ready()
+    yield c
+    c.close()
+
+
+def sink(port: int, **kw: Any) -> MqttSink:
+    cfg = MqttConfig(port=port, topic_prefix=PREFIX, client_id=f"test-{time.monotonic_ns()}", **kw)
+    return MqttSink(cfg)
+
+
+def key(e: dict) -> tuple:
+    return (e["type"], e["id"], e["seq"], e["class"], *([e["end_reason"]] if "end_reason" in e else []))
+
+
+def churn_frame(seq: int) -> Any:
+    """Track seq+1 appears and track seq ends: two events per frame (one at seq 0)."""
+    return tracked_frame(seq, [Obj(seq + 1, PERSON, 0.9, (0, 0, 20, 20))], (seq,) if seq else ())
+
+
+def test_known_tracks_arrive_as_events_with_retained_state_and_availability(broker, collector):
+    s = sink(broker.port)
+    wait_for(lambda: s.publisher.connected, 20, "the sink to connect")
+    scene = known_scene()
+    for seq, (objs, finished) in enumerate(scene):
+        s.write(tracked_frame(seq, objs, finished))
+    wait_for(lambda: collector.on(STATE) and collector.on(STATE)[-1].json()["counts"] == {"truck": 1},
+             20, "the state after the last frame")
+    s.end_source("cam")
+    wait_for(lambda: len(collector.on(EVENTS)) >= len(KNOWN_EVENTS), 20, "every event")
+    events = collector.events(EVENTS)
+    assert sorted(key(e) for e in events) == sorted(KNOWN_EVENTS)
+    wait_for(lambda: collector.on(STATE)[-1].json()["total"] == 0, 20, "the state after the end")
+    assert [m.payload for m in collector.on(AVAIL)][:1] == [b"online"]
+
+    late = Collector(broker.port, f"{PREFIX}/#")  # a client that comes later gets the retained topics
+    try:
+        late.wait_ready()
+        wait_for(lambda: late.on(STATE) and late.on(AVAIL), 20, "retained state and availability")
+        assert late.on(STATE)[-1].retain and late.on(STATE)[-1].json()["counts"] == {}
+        assert late.on(AVAIL)[-1].payload == b"online" and not late.on(EVENTS)
+    finally:
+        late.close()
+    s.close()
+    wait_for(lambda: collector.on(AVAIL)[-1].payload == b"offline", 20, "offline on close")
+    st = s.stats()["cam"]
+    assert st == {"events": len(KNOWN_EVENTS), "published": len(KNOWN_EVENTS), "dropped": 0, "lost": 0, "queued": 0}
+
+
+def test_broker_killed_and_restarted_mid_run_never_blocks_and_counts_the_loss(broker, collector):
+    s = sink(broker.port, queue_size=20, max_inflight=5)
+    wait_for(lambda: s.publisher.connected, 20, "the sink to connect")
+    for seq in range(10):
+        s.write(churn_frame(seq))
+    wait_for(lambda: len(collector.on(EVENTS)) == 19, 20, "the events before the outage")
+
+    broker.kill()
+    wait_for(lambda: not s.publisher.connected, 20, "the sink to notice")
+    slowest = 0.0
+    for seq in range(10, 110):  # 200 events while the broker is down
+        t0 = time.perf_counter()
+        s.write(churn_frame(seq))
+        slowest = max(slowest, time.perf_counter() - t0)
+    assert slowest < 0.25, f"a write waited {slowest:.3f} s for a dead broker"
+    st = s.stats()["cam"]
+    assert st["dropped"] >= 200 - 20 - 5 - 1, st  # the queue (20) and what was in hand; the rest counted
+
+    broker.start()
+    wait_for(lambda: s.publisher.connects == 2, 30, "the sink to reconnect")
+    wait_for(lambda: collector.connected.is_set(), 30, "the test's subscriber to reconnect")
+    collector.wait_ready()
+    before = len(collector.on(EVENTS))
+    for seq in range(110, 120):
+        s.write(churn_frame(seq))
+    wait_for(lambda: {e["seq"] for e in collector.events(EVENTS)[before:]} >= set(range(110, 120)),
+             20, "events after the restart")
+    wait_for(lambda: any(m.payload == b"online" for m in collector.on(AVAIL)[1:]), 20, "online again")
+    s.close()
+    st = s.stats()["cam"]
+    assert st["events"] == 240 and st["queued"] == 0  # 239 + the open track ended at close
+    assert st["events"] == st["published"] + st["dropped"] + st["lost"], st
+
+
+def test_a_frozen_broker_fills_the_queue_then_drops_and_recovers(broker, collector):
+    s = sink(broker.port, queue_size=10, max_inflight=5)
+    wait_for(lambda: s.publisher.connected, 20, "the sink to connect")
+    broker.pause()  # SIGSTOP: the connection stays up, nothing is acknowledged
+    try:
+        slowest = 0.0
+        for seq in range(100):
+            t0 = time.perf_counter()
+            s.write(churn_frame(seq))
+            slowest = max(slowest, time.perf_counter() - t0)
+        assert slowest < 0.25, f"a write waited {slowest:.3f} s for a frozen broker"
+        assert s.stats()["cam"]["dropped"] >= 199 - 10 - 5 - 1
+    finally:
+        broker.resume()
+    wait_for(lambda: s.stats()["cam"]["queued"] == 0, 20, "the queue to drain once the broker is back")
+    for seq in range(100, 105):
+        s.write(churn_frame(seq))
+    wait_for(lambda: {e["seq"] for e in collector.events(EVENTS)} >= set(range(100, 105)), 20, "events again")
+    s.close()
+    st = s.stats()["cam"]
+    assert st["events"] == st["published"] + st["dropped"] + st["lost"] and st["lost"] == 0, st
+
+
+def test_a_broker_down_at_start_delays_nothing_and_gets_the_queued_events(tmp_path):
+    b = Mosquitto(tmp_path)  # not started yet
+    t0 = time.perf_counter()
+    s = sink(b.port, reconnect_max_s=1)
+    for seq in range(5):
+        s.write(churn_frame(seq))
+    assert time.perf_counter() - t0 < 1.0 and not s.publisher.connected
+    b.start()
+    c = Collector(b.port, f"{PREFIX}/#")
+    try:
+        c.wait_ready()  # may come after the sink connects: what it must see is retained
+        wait_for(lambda: s.publisher.connected, 30, "the sink to connect once the broker is up")
+        wait_for(lambda: c.on(STATE) and c.on(AVAIL), 20, "state and availability")
+        assert c.on(STATE)[-1].json()["counts"] == {"person": 1}
+        wait_for(lambda: s.stats()["cam"]["published"] == 9, 20, "the queued events to be published")
+    finally:
+        s.close()
+        c.close()
+        b.stop()
+
+
+def test_password_authenticates_and_never_reaches_a_log_line(tmp_path, caplog):
+    secret = "pw-Zq8#s3cret"
+    b = Mosquitto(tmp_path, users={"stream": secret}).start()
+    caplog.set_level(logging.DEBUG)
+    c = Collector(b.port, f"{PREFIX}/#", username="stream", password=secret)
+    good = bad = None
+    try:
+        c.wait_ready()
+        good = sink(b.port, username="stream", password=secret)
+        bad = sink(b.port, username="stream", password=secret + "-wrong")
+        wait_for(lambda: good.publisher.connected, 20, "the sink with the right password to connect")
+        good.write(churn_frame(0))
+        wait_for(lambda: c.on(EVENTS), 20, "an event through an authenticated connection")
+        wait_for(lambda: any("refused" in r.getMessage() for r in caplog.records), 20, "the refusal logged")
+        assert not bad.publisher.connected
+        assert secret not in repr(good.cfg) and secret not in str(good.cfg.model_dump())
+    finally:
+        for x in (good, bad):
+            if x is not None:
+                x.close()
+        c.close()
+        b.stop()
+    text = "\n".join(f"{r.name} {r.getMessage()} {r.args}" for r in caplog.records)
+    assert "mqtt" in text and secret not in text and "wrong" not in text
+
+
+def test_config_errors_name_the_key_and_never_show_the_password():
+    from stream.errors import ConfigError
+
+    config = load_config(None, base={"sources": [{"id": "cam", "type": "synthetic"}]})
+    for section, expected in [
+        ({"hots": "x"}, "sinks.mqtt.hots: unknown key"),
+        ({"topic_prefix": "a/+/b"}, "sinks.mqtt.topic_prefix: must not contain the wildcards"),
+        ({"qos": 3}, "sinks.mqtt.qos: 3 is not allowed"),
+        ({"username": "u", "password": 123456789}, "sinks.mqtt.password: must be a string"),
+        ({"password": "hunter2-pw"}, "sinks.mqtt.password: set sinks.mqtt.username too"),
+        ({"tls": {"ca_file": "/nonexistent/ca.pem"}}, "sinks.mqtt.tls.ca_file: /nonexistent/ca.pem is not a file"),
+        ({"tls": {"insecure": True, "bogus": 1}}, "sinks.mqtt.tls.bogus: unknown key"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            build(section, config)
+        assert expected in str(err.value), str(err.value)
+        assert "123456789" not in str(err.value) and "hunter2" not in str(err.value)
