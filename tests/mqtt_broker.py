@@ -39,7 +39,7 @@ class Mosquitto:
     brings it back on the same port (without persistence: retained messages are gone).
 
     users: name → password (anonymous clients are then refused).
-    tls: (ca, cert, key) PEM paths: the listener speaks TLS only.
+    tls: (ca, cert, key) PEM paths: the listener speaks TLS only and wants a client certificate.
     """
 
     def __init__(self, workdir: Path, *, users: dict[str, str] | None = None,
@@ -71,7 +71,8 @@ class Mosquitto:
             lines.append("allow_anonymous true")
         if tls:
             ca, cert, key = tls
-            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2",
+                      "require_certificate true"]  # clients must show a certificate signed by the CA
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
@@ -131,7 +132,7 @@ class Collector:
     topic: str = "#"
     username: str | None = None
     password: str | None = None
-    tls_ca: Path | None = None
+    tls: tuple[Path, Path, Path] | None = None  # ca, client cert, client key
     messages: list[Received] = field(default_factory=list)
     connected: threading.Event = field(default_factory=threading.Event)
 
@@ -141,13 +142,14 @@ class Collector:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{id(self)}")
         if self.username:
             self.client.username_pw_set(self.username, self.password)
-        if self.tls_ca:
-            self.client.tls_set(ca_certs=str(self.tls_ca))
+        if self.tls:
+            ca, cert, key = self.tls
+            self.client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
-        self.client.connect_async("127.0.0.1", self.port, keepalive=10)
+        self.client.connect_async("localhost" if self.tls else "127.0.0.1", self.port, keepalive=10)
         self.client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -262,3 +264,27 @@ KNOWN_EVENTS = [
     ("update", 1, 10, "person"), ("update", 1, 20, "person"), ("end", 3, 20, "person", "tracker"),
     ("update", 2, 25, "truck"), ("end", 1, 32, "person", "tracker"), ("end", 2, 40, "truck", "end_of_stream"),
 ]
+
+
+def make_certs(d: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for the name ``localhost`` only (not 127.0.0.1)
+    and a client certificate, all signed by the CA (openssl; scripts/system-deps.sh)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs openssl (scripts/system-deps.sh installs it)")
+    p = {k: d / f"{k}.pem" for k in ("ca", "ca_key", "server", "server_key", "client", "client_key")}
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", str(p["ca_key"]), "-out", str(p["ca"]))
+    for name, ext in (("server", "subjectAltName=DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")):
+        csr = d / f"{name}.csr"
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(p[f"{name}_key"]),
+            "-out", str(csr))
+        extfile = d / f"{name}.ext"
+        extfile.write_text(ext + "\n")
+        run("x509", "-req", "-in", str(csr), "-CA", str(p["ca"]), "-CAkey", str(p["ca_key"]), "-CAcreateserial",
+            "-days", "2", "-extfile", str(extfile), "-out", str(p[name]))
+    return p

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import queue
 import ssl
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -106,6 +107,7 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.will_set(availability_topic, b"offline", qos=1, retain=True)
         self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
         self.client.connect_timeout = connect_timeout_s
@@ -270,6 +272,10 @@ class MqttPublisher:
             log.warning("mqtt: lost the connection to %s:%d (%s); reconnecting", self.host, self.port, reason)
         elif not was:
             self._log_reason(f"cannot connect ({reason})")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        exc = sys.exc_info()[1]  # paho calls this inside its ``except OSError`` (refused, TLS, DNS …)
+        self._log_reason(f"cannot connect ({exc or 'connection failed'})")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._lock:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from stream.config import load_config
 from stream.sinks.mqtt import MqttConfig, MqttSink, build
-from tests.conftest import wait_for
+from tests.conftest import run_stream, wait_for
 from tests.mqtt_broker import (
     KNOWN_EVENTS,
     PERSON,
@@ -21,6 +22,7 @@ from tests.mqtt_broker import (
     Mosquitto,
     Obj,
     known_scene,
+    make_certs,
     needs_mosquitto,
     tracked_frame,
 )
@@ -210,3 +212,78 @@ def test_config_errors_name_the_key_and_never_show_the_password():
             build(section, config)
         assert expected in str(err.value), str(err.value)
         assert "123456789" not in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_tls_with_a_client_certificate_and_the_host_name_check(tmp_path, caplog):
+    certs = make_certs(tmp_path)
+    b = Mosquitto(tmp_path, tls=(certs["ca"], certs["server"], certs["server_key"])).start()
+    c = Collector(b.port, f"{PREFIX}/#", tls=(certs["ca"], certs["client"], certs["client_key"]))
+    config = load_config(None, base={"sources": [{"id": "cam", "type": "synthetic"}]})
+    tls = {"ca_file": str(certs["ca"]), "cert_file": str(certs["client"]), "key_file": str(certs["client_key"])}
+    made = []
+
+    def tls_sink(host: str, insecure: bool, **extra: Any) -> MqttSink:
+        section = {"host": host, "port": b.port, "topic_prefix": PREFIX, "tls": {**tls, "insecure": insecure},
+                   "client_id": f"tls-{len(made)}", **extra}
+        made.append(build(section, config))
+        return made[-1]
+
+    try:
+        c.wait_ready()
+        ok = tls_sink("localhost", False)  # the certificate names localhost
+        mismatch = tls_sink("127.0.0.1", False)  # ... not 127.0.0.1: refused by the host name check
+        insecure = tls_sink("127.0.0.1", True, availability_topic=f"{PREFIX}/other/availability")
+        no_client_cert = tls_sink("localhost", False, tls={"ca_file": str(certs["ca"])},
+                                  availability_topic=f"{PREFIX}/nocert/availability")
+        wait_for(lambda: ok.publisher.connected and insecure.publisher.connected, 20, "the TLS sinks to connect")
+        ok.write(churn_frame(0))
+        insecure.write(churn_frame(0))
+        wait_for(lambda: len(c.on(EVENTS)) == 2, 20, "events over TLS")
+        wait_for(lambda: sum("cannot connect" in r.getMessage() for r in caplog.records) >= 2, 20,
+                 "the refused connections logged")
+        assert any("certificate verify failed" in r.getMessage() for r in caplog.records)
+        assert not mismatch.publisher.connected and not no_client_cert.publisher.connected
+    finally:
+        for s in made:
+            s.close()
+        c.close()
+        b.stop()
+
+
+def test_stream_run_publishes_availability_state_and_events_of_a_tracked_scene(tmp_path):
+    secret = "run-pw-7Hq2"
+    b = Mosquitto(tmp_path, users={"stream": secret}).start()
+    c = Collector(b.port, f"{PREFIX}/#", username="stream", password=secret)
+    try:
+        c.wait_ready()
+        det = tmp_path / "det.txt"  # public detections of three people walking for 30 frames
+        det.write_text("".join(
+            f"{f},-1,{x0 + dx * f},{50 + 80 * i},30,60,0.9,-1,-1,-1\n"
+            for f in range(1, 31) for i, (x0, dx) in enumerate(((10, 4), (60, 3), (300, -5)))
+        ))
+        cfg = tmp_path / "run.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "sources": [{"id": "seq", "type": "mot", "path": str(det), "fps": 30}],
+            "pipeline": ["track"],
+            "track": {"minimum_consecutive_frames": 1},
+            "sinks": {"mqtt": {"port": b.port, "topic_prefix": PREFIX, "username": "stream",
+                               "password": "${ENV:MQTT_PASSWORD}"}},
+            "metrics": {"port": 0},
+        }))
+        r = run_stream("--debug", "run", str(cfg), env={"MQTT_PASSWORD": secret}, timeout=240)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert secret not in r.stdout and secret not in r.stderr
+        assert "mqtt: connected to" in r.stderr
+        wait_for(lambda: c.on(AVAIL) and c.on(AVAIL)[-1].payload == b"offline", 20, "offline at the end")
+        assert c.on(AVAIL)[0].payload == b"online"
+        events = c.events(f"{PREFIX}/seq/events")
+        new = [e for e in events if e["type"] == "new"]
+        ends = [e for e in events if e["type"] == "end"]
+        assert len(new) == 3 and {e["class"] for e in new} == {"person"}
+        assert sorted(e["id"] for e in ends) == sorted(e["id"] for e in new)
+        states = [m.json() for m in c.on(f"{PREFIX}/seq/state")]
+        assert {"person": 3} in [s["counts"] for s in states]
+        assert states[-1]["total"] == 0
+    finally:
+        c.close()
+        b.stop()
