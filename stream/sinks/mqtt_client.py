@@ -175,7 +175,10 @@ class MqttPublisher:
             except (RuntimeError, ValueError):
                 pass
         self.client.disconnect()
-        self.client.loop_stop()
+        # paho's thread may sit in a connect attempt (up to its connect timeout): wait for it, but bounded
+        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt stop", daemon=True)
+        stopper.start()
+        stopper.join(max(0.5, deadline - time.monotonic()) + 1.0)
         with self._lock:
             for m in self._inflight.values():
                 if m.key:
