@@ -90,6 +90,13 @@ class MqttConfig(StrictModel):
     max_inflight: int = Field(100, ge=1, le=10_000)
     close_timeout_s: float = Field(2.0, ge=0, le=60)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if "://" in v or "/" in v or v != v.strip():
+            raise ValueError("must be a host name or address alone (e.g. broker.lan); the port goes in port, TLS in tls")
+        return v
+
     @field_validator("topic_prefix", "availability_topic")
     @classmethod
     def _topic(cls, v: str | None) -> str | None:
@@ -138,7 +145,9 @@ class MqttSink:
                 reconnect_min_s=cfg.reconnect_min_s,
                 reconnect_max_s=max(cfg.reconnect_min_s, cfg.reconnect_max_s),
             )
-        except (OSError, ValueError) as exc:  # TLS files that do not load, mostly (ssl.SSLError is an OSError)
+        except (OSError, ValueError) as exc:  # TLS files that do not load (ssl.SSLError is an OSError)
+            if tls is None:
+                raise
             raise ConfigError(f"config error: sinks.mqtt.tls: cannot set up TLS: {exc}") from None
 
     def topic(self, source: str, leaf: str) -> str:
@@ -165,7 +174,7 @@ class MqttSink:
         self.publisher.close(self.cfg.close_timeout_s)
         p = self.publisher
         log.info(
-            "mqtt: %d event(s): %d published, %d dropped (queue full), %d lost (connection broke)",
+            "mqtt: %d event(s): %d published, %d dropped (queue full), %d lost (not delivered: no connection or it broke)",
             sum(p.offered.values()), sum(p.published.values()), sum(p.dropped.values()), sum(p.lost.values()),
         )
 

@@ -4,7 +4,9 @@ restarted or frozen mid-run, a broker down at start, passwords, TLS."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tests.mqtt_broker import (
     Collector,
     Mosquitto,
     Obj,
+    free_port,
     known_scene,
     make_certs,
     needs_mosquitto,
@@ -231,26 +234,39 @@ def test_tls_with_a_client_certificate_and_the_host_name_check(tmp_path, caplog)
         b.stop()
 
 
+def mot_run_config(tmp_path: Path, mqtt: dict[str, Any]) -> Path:
+    det = tmp_path / "det.txt"  # public detections of three people walking for 30 frames
+    det.write_text("".join(
+        f"{f},-1,{x0 + dx * f},{50 + 80 * i},30,60,0.9,-1,-1,-1\n"
+        for f in range(1, 31) for i, (x0, dx) in enumerate(((10, 4), (60, 3), (300, -5)))
+    ))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "sources": [{"id": "seq", "type": "mot", "path": str(det), "fps": 30}],
+        "pipeline": ["track"],
+        "track": {"minimum_consecutive_frames": 1},
+        "sinks": {"mqtt": {"topic_prefix": PREFIX, **mqtt}},
+        "metrics": {"port": 0},
+    }))
+    return cfg
+
+
+def test_stream_run_with_no_broker_finishes_and_counts_what_it_could_not_send(tmp_path):
+    cfg = mot_run_config(tmp_path, {"port": free_port()})  # nothing listens there
+    r = run_stream("run", str(cfg), "--summary-json", str(tmp_path / "s.json"), timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "s.json").read_text())["sources"][0]["processed"] == 30
+    assert "cannot connect" in r.stderr
+    assert re.search(r"mqtt: 6 event\(s\): 0 published, 0 dropped \(queue full\), 6 lost", r.stderr), r.stderr[-2000:]
+
+
 def test_stream_run_publishes_availability_state_and_events_of_a_tracked_scene(tmp_path):
     secret = "run-pw-7Hq2"
     b = Mosquitto(tmp_path, users={"stream": secret}).start()
     c = Collector(b.port, f"{PREFIX}/#", username="stream", password=secret)
     try:
         c.wait_ready()
-        det = tmp_path / "det.txt"  # public detections of three people walking for 30 frames
-        det.write_text("".join(
-            f"{f},-1,{x0 + dx * f},{50 + 80 * i},30,60,0.9,-1,-1,-1\n"
-            for f in range(1, 31) for i, (x0, dx) in enumerate(((10, 4), (60, 3), (300, -5)))
-        ))
-        cfg = tmp_path / "run.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "sources": [{"id": "seq", "type": "mot", "path": str(det), "fps": 30}],
-            "pipeline": ["track"],
-            "track": {"minimum_consecutive_frames": 1},
-            "sinks": {"mqtt": {"port": b.port, "topic_prefix": PREFIX, "username": "stream",
-                               "password": "${ENV:MQTT_PASSWORD}"}},
-            "metrics": {"port": 0},
-        }))
+        cfg = mot_run_config(tmp_path, {"port": b.port, "username": "stream", "password": "${ENV:MQTT_PASSWORD}"})
         r = run_stream("--debug", "run", str(cfg), env={"MQTT_PASSWORD": secret}, timeout=240)
         assert r.returncode == 0, r.stderr[-3000:]
         assert secret not in r.stdout and secret not in r.stderr

@@ -26,6 +26,8 @@ def test_config_errors_name_the_key_and_never_show_the_password():
         ({"password": "hunter2-pw"}, "sinks.mqtt.password: set sinks.mqtt.username too"),
         ({"tls": {"ca_file": "/nonexistent/ca.pem"}}, "sinks.mqtt.tls.ca_file: /nonexistent/ca.pem is not a file"),
         ({"tls": {"insecure": True, "bogus": 1}}, "sinks.mqtt.tls.bogus: unknown key"),
+        ({"host": "mqtt://broker:1883"}, "sinks.mqtt.host: must be a host name or address alone"),
+        ({"tls": {"ca_file": __file__}}, "sinks.mqtt.tls: cannot set up TLS"),  # not a PEM file
     ]:
         with pytest.raises(ConfigError) as err:
             build(section, config)
