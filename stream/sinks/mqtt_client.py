@@ -108,6 +108,7 @@ class MqttPublisher:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
+        self.client.suppress_exceptions = True  # a failing callback must not end paho's network thread
         self.client.will_set(availability_topic, b"offline", qos=1, retain=True)
         self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
         self.client.connect_timeout = connect_timeout_s
@@ -201,15 +202,23 @@ class MqttPublisher:
         while not self._stop.is_set():
             if not self._connected.wait(0.1):
                 continue
-            self._flush_states()
+            try:
+                self._flush_states()
+            except Exception as exc:  # noqa: BLE001
+                log.exception("mqtt: publishing the state failed: %s", exc)
             if held is None:
                 try:
                     held = self._queue.get(timeout=0.05)
                 except queue.Empty:
                     continue
-            if len(self._inflight) >= self.max_inflight or not self._send(held):
-                time.sleep(0.01)  # the broker is behind (or just went away): hold the message
-                continue
+            try:
+                if len(self._inflight) >= self.max_inflight or not self._send(held):
+                    time.sleep(0.01)  # the broker is behind (or just went away): hold the message
+                    continue
+            except Exception as exc:  # noqa: BLE001 — this thread must outlive any one message
+                log.exception("source=%s mqtt: publishing on %s failed: %s", held.key, held.topic, exc)
+                if held.key:
+                    self.lost[held.key] += 1
             held = None
         if held is not None and held.key:  # taken from the queue but never handed over
             self.lost[held.key] += 1
