@@ -71,12 +71,18 @@ def test_known_tracks_arrive_as_events_with_retained_state_and_availability(brok
     scene = known_scene()
     for seq, (objs, finished) in enumerate(scene):
         s.write(tracked_frame(seq, objs, finished))
+        if seq < 10:  # a second camera with only track 1 (and its own ids): its own topics
+            s.write(tracked_frame(seq, [o for o in objs if o.track_id == 1], source="yard"))
     wait_for(lambda: collector.on(STATE) and collector.on(STATE)[-1].json()["counts"] == {"truck": 1},
              20, "the state after the last frame")
     s.end_source("cam")
+    s.end_source("yard")
     wait_for(lambda: len(collector.on(EVENTS)) >= len(KNOWN_EVENTS), 20, "every event")
     events = collector.events(EVENTS)
     assert sorted(key(e) for e in events) == sorted(KNOWN_EVENTS)
+    wait_for(lambda: len(collector.on(f"{PREFIX}/yard/events")) == 2, 20, "the second camera's events")
+    yard = collector.events(f"{PREFIX}/yard/events")
+    assert [(e["type"], e["id"], e["source"]) for e in yard] == [("new", 1, "yard"), ("end", 1, "yard")]
     wait_for(lambda: collector.on(STATE)[-1].json()["total"] == 0, 20, "the state after the end")
     assert [m.payload for m in collector.on(AVAIL)][:1] == [b"online"]
 
