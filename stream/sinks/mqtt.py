@@ -37,7 +37,7 @@ from pydantic import Field, SecretStr, field_validator
 from stream.config import Config, StrictModel, validate_section
 from stream.errors import ConfigError
 from stream.messages import Frame
-from stream.objects import COCO_CLASSES
+from stream.objects import COCO_CLASSES, class_names_of
 from stream.sinks.mqtt_client import Message, MqttPublisher, Tls
 from stream.sinks.mqtt_events import SourceEvents
 
@@ -234,5 +234,4 @@ def build(section: dict[str, Any], config: Config) -> MqttSink:
                 raise ConfigError(f"config error: sinks.mqtt.tls.{key}: {value} is not a file")
         if (cfg.tls.cert_file is None) != (cfg.tls.key_file is None):
             raise ConfigError("config error: sinks.mqtt.tls: cert_file and key_file go together (a client certificate)")
-    class_names = tuple(config.detect.get("class_names") or COCO_CLASSES)
-    return MqttSink(cfg, class_names=class_names, default_client_id=default_client_id(config))
+    return MqttSink(cfg, class_names=class_names_of(config), default_client_id=default_client_id(config))

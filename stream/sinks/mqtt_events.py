@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stream.masks.rle import crop_counts
 from stream.messages import Frame
 from stream.objects import FrameObjects
-from stream.sinks.publish import crop_to_rle, frame_size
+from stream.sinks.publish import frame_size
 
 EVENT_SCHEMA_VERSION = 1
 END_REASONS = ("tracker", "timeout", "end_of_stream", "reset", "stopped")
@@ -152,8 +153,7 @@ class SourceEvents:
         if not (height and width):
             return None
         x1, y1, _, _ = (int(v) for v in masks.crop_boxes[i])
-        rle = crop_to_rle(masks.crop(i), x1, y1, height, width)
-        return {"size": list(rle.size), "counts": rle.counts}
+        return {"size": [height, width], "counts": crop_counts(masks.crop(i), x1, y1, height, width)}
 
     def _event(
         self, kind: str, t: _Track, seq: int, *, mask: dict[str, Any] | None = None, end_reason: str | None = None
