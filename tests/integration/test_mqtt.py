@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import yaml
 
 from stream.config import load_config
 from stream.sinks.mqtt import MqttConfig, MqttSink, build
-from tests.conftest import run_stream, wait_for
+from tests.conftest import REPO, run_stream, wait_for
 from tests.mqtt_broker import (
     KNOWN_EVENTS,
     PERSON,
@@ -155,6 +157,26 @@ def test_a_frozen_broker_fills_the_queue_then_drops_and_recovers(broker, collect
     s.close()
     st = s.stats()["cam"]
     assert st["events"] == st["published"] + st["dropped"] + st["lost"] and st["lost"] == 0, st
+
+
+def test_the_last_will_marks_a_killed_pipeline_offline(broker, collector):
+    script = (
+        "import sys, time\n"
+        "from stream.sinks.mqtt import MqttConfig, MqttSink\n"
+        f"s = MqttSink(MqttConfig(port={broker.port}, topic_prefix={PREFIX!r}, client_id='doomed'))\n"
+        "while not s.publisher.connected: time.sleep(0.02)\n"
+        "print('connected', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "connected"
+        wait_for(lambda: [m.payload for m in collector.on(AVAIL)] == [b"online"], 20, "online")
+        proc.kill()  # no clean disconnect: the broker publishes the will
+        wait_for(lambda: [m.payload for m in collector.on(AVAIL)] == [b"online", b"offline"], 20, "the will")
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_a_broker_down_at_start_delays_nothing_and_gets_the_queued_events(tmp_path):
