@@ -120,7 +120,6 @@ class MqttPublisher:
                 ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file, cert_reqs=ssl.CERT_REQUIRED
             )
             self.client.tls_insecure_set(tls.insecure)
-        self.tls = tls is not None
         self.client.connect_async(host, port, keepalive=keepalive_s)
         self.client.loop_start()  # paho's network thread: connects, retries with backoff
         self._thread = threading.Thread(target=self._run, name="mqtt publish", daemon=True)
