@@ -120,7 +120,8 @@ def test_broker_killed_and_restarted_mid_run_never_blocks_and_counts_the_loss(br
     st = s.stats()["cam"]
     assert st["dropped"] >= 200 - 20 - 5 - 1, st  # the queue (20) and what was in hand; the rest counted
 
-    broker.start()
+    states_before = len(collector.on(STATE))
+    broker.start()  # a new broker: no retained messages
     wait_for(lambda: s.publisher.connects == 2, 30, "the sink to reconnect")
     wait_for(lambda: collector.connected.is_set(), 30, "the test's subscriber to reconnect")
     collector.wait_ready()
@@ -130,6 +131,7 @@ def test_broker_killed_and_restarted_mid_run_never_blocks_and_counts_the_loss(br
     wait_for(lambda: {e["seq"] for e in collector.events(EVENTS)[before:]} >= set(range(110, 120)),
              20, "events after the restart")
     wait_for(lambda: any(m.payload == b"online" for m in collector.on(AVAIL)[1:]), 20, "online again")
+    wait_for(lambda: len(collector.on(STATE)) > states_before, 20, "the state sent again to the new broker")
     s.close()
     st = s.stats()["cam"]
     assert st["events"] == 240 and st["queued"] == 0  # 239 + the open track ended at close
