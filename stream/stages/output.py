@@ -135,6 +135,7 @@ SINK_MODULES = {
     "record": "stream.sinks.record",
     "live": "stream.sinks.live",
     "restream": "stream.sinks.restream",
+    "mqtt": "stream.sinks.mqtt",
 }
 
 
