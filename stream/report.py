@@ -1,8 +1,11 @@
-"""Plain-text tables for what commands print (benchmarks, evaluations): a leaf module
-that both use, so that evaluation does not import the benchmarks."""
+"""The figures and tables commands print (benchmarks, evaluations, run summaries): a leaf
+module that all of them use, so that evaluation does not import the benchmarks and every
+p50/p99 the project prints has one definition (``percentile``: linear interpolation between
+the two nearest ranks, numpy's default)."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,3 +29,21 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
     return "\n".join(lines)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """q in [0, 100]; linear interpolation between the nearest ranks (numpy's default);
+    nan for no values."""
+    if not values:
+        return float("nan")
+    data = sorted(values)
+    if len(data) == 1:
+        return float(data[0])
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return float(data[lo] + (data[hi] - data[lo]) * (pos - lo))
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
