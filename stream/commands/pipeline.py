@@ -35,10 +35,22 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set transport.hwm=8 (repeatable)")
     p.add_argument("--random-weights", action="store_true",
                    help="run the models with random weights (no download; outputs are NOT detections)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="run only shard I of N of the sources (rendezvous hashing of source ids); "
+                        "I=auto takes the ordinal of a StatefulSet pod from $POD_NAME or $HOSTNAME")
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, _cli_overrides(args), env=os.environ)
+    config = load_config(args.config, _cli_overrides(args), env=os.environ)
+    if getattr(args, "shard", None):
+        from stream.shard import parse_shard, shard_config
+
+        # the environment is read here, in the entry point, only
+        shard = parse_shard(args.shard, pod_name=os.environ.get("POD_NAME") or os.environ.get("HOSTNAME"))
+        config = shard_config(config, shard)
+        ids = [s.id for s in config.sources]
+        print(f"stream: shard {shard}: {len(ids)} source(s): {', '.join(ids)}", file=sys.stderr)
+    return config
 
 
 def _cli_overrides(args: argparse.Namespace) -> list[str]:
