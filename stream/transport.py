@@ -156,6 +156,12 @@ class FrameRing:
         self._table = np.ndarray((self.slots, _SLOT_FIELDS), dtype=np.int64, buffer=mm, offset=_HEADER_BYTES)
         self._data_offset = _align(_HEADER_BYTES + self.slots * _SLOT_FIELDS * 8)
 
+    @staticmethod
+    def nbytes(slots: int, slot_bytes: int) -> int:
+        """Bytes of /dev/shm that ``create(path, slots, slot_bytes)`` takes: a 4 KiB header and
+        slot table, then ``slots`` slots of ``slot_bytes`` (a frame: width·height·3) rounded up to 4 KiB."""
+        return _align(_HEADER_BYTES + slots * _SLOT_FIELDS * 8) + slots * _align(slot_bytes)
+
     @classmethod
     def create(cls, path: Path, slots: int, slot_bytes: int) -> FrameRing:
         slot_bytes = _align(slot_bytes)

@@ -78,9 +78,12 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from stream.config import LIVE_TYPES
     from stream.sources import open_source
+    from stream.transport import FrameRing
 
     config = _load(args)
+    shm = 0
     for s in config.sources:
         src = open_source(s)
         try:  # a live source connects here (open() alone only checks the address)
@@ -89,6 +92,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             src.close()
         kind = "live" if (s.live or info.live) else "file"
         print(f"source {s.id}: {s.type} {info.width}x{info.height} @ {info.fps:g} fps ({kind})")
+        # as the supervisor sizes the rings: a camera's for max_width x max_height, whatever it sends now
+        w, h = (s.max_width, s.max_height) if s.type in LIVE_TYPES else (info.width, info.height)
+        shm += FrameRing.nbytes(s.ring_slots, w * h * 3)
+    print(f"shared memory: {shm / 2**20:.1f} MiB of /dev/shm for the frame rings")
     print(f"pipeline: capture → {' → '.join([*config.pipeline, 'output'])}")
     print("config ok")
     return 0
