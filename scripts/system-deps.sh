@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # System packages the tests need (Debian/Ubuntu), installed only when missing:
 # GStreamer's RTSP server with Python bindings, used by tests/rtsp_server.py as the
-# real RTSP server that the restream (RECORD/push) and live-source (PLAY) tests talk to.
+# real RTSP server that the restream (RECORD/push) and live-source (PLAY) tests talk to;
+# Prometheus (and promtool), the real server that tests/deploy evaluates the Grafana
+# dashboard's queries on and checks deploy/compose/prometheus.yml with.
 # Idempotent; uses sudo only when not root. Usage: scripts/system-deps.sh
 set -euo pipefail
 
@@ -17,6 +19,7 @@ PACKAGES=(
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
   gstreamer1.0-tools
+  prometheus
 )
 
 if ! command -v apt-get >/dev/null 2>&1; then
