@@ -11,7 +11,7 @@ import yaml
 
 from stream.client import FrameRecord, Subscriber
 from stream.shard import Shard, select
-from tests.conftest import free_port, stream_cmd, wait_for
+from tests.conftest import free_port, run_stream, stream_cmd, wait_for
 
 SOURCES = ["gate", "lobby", "dock", "yard", "roof", "hall"]
 
@@ -67,3 +67,17 @@ def test_two_shards_publish_disjoint_sources_that_one_subscriber_sees_together(t
         table = outs[i][0]
         assert all(s in table for s in shares[i]) and not any(s in table for s in shares[1 - i]), table
     assert seen[endpoints[0]].isdisjoint(seen[endpoints[1]])
+
+
+def test_auto_shard_index_comes_from_the_pod_name(tmp_path: Path) -> None:
+    """What the StatefulSet runs: --shard auto/N with the pod's name in POD_NAME (or HOSTNAME)."""
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(yaml.safe_dump({"sources": [{"id": s, "type": "pattern", "max_frames": 1,
+                                                "synthetic": {"width": 32, "height": 32}} for s in SOURCES]}))
+    r = run_stream("check", str(cfg), "--shard", "auto/2", env={"POD_NAME": "stream-1"}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    listed = [line.split(":")[0].removeprefix("source ") for line in r.stdout.splitlines() if line.startswith("source ")]
+    assert listed == select(SOURCES, Shard(1, 2)), r.stdout
+    # without POD_NAME, HOSTNAME (a pod's hostname is its name); an ordinal beyond N is refused
+    r = run_stream("check", str(cfg), "--shard", "auto/2", env={"POD_NAME": "", "HOSTNAME": "stream-2"}, timeout=60)
+    assert r.returncode == 2 and "STREAM_SHARDS must equal the StatefulSet's replicas" in r.stderr, r.stderr
