@@ -81,7 +81,7 @@ def test_services_volumes_and_files_that_compose_refers_to_exist() -> None:
     assert device["driver"] == "nvidia" and device["count"] == 1 and "gpu" in device["capabilities"]
 
 
-def test_camera_config_loads_and_compose_gives_it_every_secret_it_names() -> None:
+def test_camera_config_loads_and_compose_gives_it_every_secret_it_names(tmp_path: Path) -> None:
     svc = compose()["services"]["stream"]
     env = {k: "x" for k in svc["environment"]}
     needed = env_refs(CAMERAS.read_text())
@@ -95,11 +95,8 @@ def test_camera_config_loads_and_compose_gives_it_every_secret_it_names() -> Non
     # an uncommented example camera also loads
     uncommented = re.sub(r"(?m)^  # (- id: gate)", r"  \1", CAMERAS.read_text())
     uncommented = re.sub(r"(?m)^  #   ", "    ", uncommented)
-    (tmp := CAMERAS.with_name(".cameras-uncommented.yaml")).write_text(uncommented)
-    try:
-        assert [s.id for s in load_config(tmp, env=env).sources] == ["street", "gate"]
-    finally:
-        tmp.unlink()
+    (tmp_path / "cameras.yaml").write_text(uncommented)
+    assert [s.id for s in load_config(tmp_path / "cameras.yaml", env=env).sources] == ["street", "gate"]
 
 
 def test_metrics_healthcheck_and_prometheus_agree_on_one_port() -> None:

@@ -150,6 +150,12 @@ def test_the_dashboard_shows_what_an_operator_needs() -> None:
                    "stream_stage_restarts_total"):
         assert needed in exprs, needed
     assert "by (source, reason)" in exprs
+    panels = dashboard()["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids are unique"
+    cells = [(x, y) for p in panels for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+             for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])]
+    assert len(cells) == len(set(cells)), "panels do not overlap"
+    assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in panels)
     # no GPU metric exists yet: the dashboard says so instead of showing an empty panel
     gpu = [p for p in dashboard()["panels"] if "GPU" in p["title"]]
     assert gpu and all(p["type"] == "text" for p in gpu)
