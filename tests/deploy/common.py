@@ -24,7 +24,7 @@ def env_refs(text: str) -> set[str]:
 def load_shipped(path: Path, env: Mapping[str, str]) -> Config:
     """Load and validate a shipped config: the top level (load_config) and every stage and
     sink section the pipeline would validate when it builds them."""
-    from stream.sinks import live, publish, record
+    from stream.sinks import live, mqtt, publish, record
     from stream.stages import detect, track
 
     config = load_config(path, env=env)
@@ -33,7 +33,7 @@ def load_shipped(path: Path, env: Mapping[str, str]) -> Config:
     if "track" in config.pipeline:
         track.params(config)
     for name, model in (("live", live.LiveConfig), ("publish", publish.PublishConfig),
-                        ("record", record.RecordConfig)):
+                        ("record", record.RecordConfig), ("mqtt", mqtt.MqttConfig)):
         section = getattr(config.sinks, name)
         if section:
             from stream.config import validate_section

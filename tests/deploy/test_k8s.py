@@ -212,6 +212,21 @@ def test_every_secret_the_cameras_name_comes_from_the_secret(target: str) -> Non
     secret = secret_example()
     assert [e["secretRef"]["name"] for e in c["envFrom"]] == [secret["metadata"]["name"]]
     needed = env_refs(cm["data"]["cameras.yaml"])
-    assert needed and needed <= set(secret["stringData"]), needed - set(secret["stringData"])
+    given = set(secret["stringData"]) | set(env_of(c)) | {"HOSTNAME"}  # HOSTNAME: the pod's name, set by Kubernetes
+    assert needed and needed <= given, needed - given
     # and no password is written in the ConfigMap itself
     assert "change-me" not in cm["data"]["cameras.yaml"]
+
+
+def test_the_commented_mqtt_example_is_a_valid_sinks_mqtt_section(tmp_path: Path) -> None:
+    """The ConfigMap leaves sinks.mqtt commented (no broker in the base); uncommented it must load."""
+    text = one(render("base"), "ConfigMap")["data"]["cameras.yaml"]
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("# mqtt:"))
+    block = [lines[start]] + [ln for ln in lines[start + 1:start + 4] if ln.lstrip().startswith("#  ")]
+    uncommented = [ln.replace("# ", "", 1) for ln in block]
+    lines[start:start + len(block)] = uncommented
+    (tmp_path / "cameras.yaml").write_text("\n".join(lines) + "\n")
+    env = {k: "x" for k in secret_example()["stringData"]} | {"HOSTNAME": "stream-0"}
+    config = load_shipped(tmp_path / "cameras.yaml", env)
+    assert config.sinks.mqtt["availability_topic"] == "stream/stream-0/availability"
