@@ -400,11 +400,11 @@ class Supervisor:
                                for k, v in snap["stages"].items()},
                     "sources": dict(self._source_states)}
 
-
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready to serve (a readiness probe): every stage has loaded and warmed up its
         model (heartbeat state running or done; not waiting to be restarted), captures are
-        started, and no stop is under way. /healthz, by contrast, is 200 while models load."""
+        started, and no stop is under way. Apart from health(): a camera that is down does
+        not make the pipeline unready."""
         with self._lock:
             waiting = [p.name for p in self.procs if not p.is_capture and not p.finished and (
                 p.restart_at is not None or p.hb is None or p.hb.state not in ("running", "done"))]
