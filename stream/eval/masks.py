@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
 
         emit_json(args, out)
         return 0
-    from stream.bench import format_table
+    from stream.report import format_table
 
     rows = [
         {
