@@ -44,7 +44,7 @@ class Choice:
 
 
 def input_size_for(device_type: str) -> int:
-    """Detector input side: 640 on CUDA, 320 on a CPU (4× fewer pixels, real time on 2 cores)."""
+    """Detector input side: 640 on CUDA, 320 on a CPU (4× fewer pixels than 640)."""
     return 640 if device_type == "cuda" else 320
 
 
@@ -80,7 +80,7 @@ def choices(
         Choice("track.high_conf_det_threshold", 0.0, "same"),
         Choice("track.minimum_consecutive_frames", 1, "a track gets its id on its first frame"),
         Choice("track.frame_rate", fps, "the source's frame rate"),
-        Choice("segment.model", sam, "a small test SAM (not a released model): real time on a CPU"
+        Choice("segment.model", sam, "a small test SAM (not a released model): ViT-B takes seconds per frame on a CPU"
                if sam == "tiny" else "the default SAM"),
         Choice("segment.random_seed", seed, "the same seed as the detector"),
         Choice("segment.interval", keyframe_interval, f"a fresh SAM mask every {keyframe_interval} frames per track"),

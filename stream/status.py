@@ -3,7 +3,7 @@
 Every ``supervisor.status_interval_s`` seconds the supervisor logs one line per
 source, the way DeepStream prints its perf line::
 
-    status street: 9.8 fps, age 142 ms, 10 objects, 10 masks, 31 dropped
+    status street: 5.0 fps, age 333 ms, 10 objects, 10 masks, 316 dropped
 
 (and once, when the first frames reach the end: how long after the start that was)
 from what the last stage reports in its heartbeats: fps = frames of that source

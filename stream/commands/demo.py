@@ -8,7 +8,7 @@ anything slow happens. Weights, in order:
 2. if they are missing, one attempt to fetch them;
 3. if that fails, or with ``--random-weights``: the same pipeline on RANDOM WEIGHTS,
    said once, plainly, with the settings from ``stream.random_weights`` that put boxes
-   and masks on screen and keep a CPU real-time (printed, each with why). Every
+   and masks on screen and keep up with a live source on a CPU (printed, each with why). Every
    output is then marked RANDOM WEIGHTS (overlay banner, live page badge, published
    records, summary). ``--set`` overrides win over those choices.
 """
@@ -72,7 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "detections. For real ones: `stream weights pull yolo_nas_s sam_vit_b`, then run the demo again.")
         chosen = _random_choices(config, args.overrides)
         config = _load(args, [c.override() for c in chosen] + ["random_weights=true"])
-        say("settings chosen so that random weights put boxes and masks on screen in real time:")
+        say("settings chosen so that random weights put boxes and masks on screen and keep up with the clip:")
         for line in random_weights.describe(chosen):
             print(line, file=sys.stderr, flush=True)
     return _run(config, args)
