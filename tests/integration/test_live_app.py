@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -382,3 +382,59 @@ def test_live_sink_serves_no_recordings_without_the_record_sink(tmp_path: Path) 
         assert _get(sink.url + "recordings/cam00/20250101T000000.000Z_00000001.mp4")[0] == 404
     finally:
         sink.close()
+
+
+def _read_parts(stream: Any, want: Callable[[dict[str, list[dict[str, str]]]], bool], timeout: float) -> Any:
+    """Parse the wall's multipart parts from a urllib response until ``want(parts by source)``."""
+    parts: dict[str, list[dict[str, str]]] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not want(parts):
+        assert stream.readline() == b"--liveframe\r\n"
+        headers: dict[str, str] = {}
+        while (line := stream.readline()) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = stream.read(int(headers["content-length"]))
+        assert stream.read(2) == b"\r\n"
+        if headers["content-type"] == "image/jpeg":
+            assert body[:2] == b"\xff\xd8", "not a JPEG"
+            parts.setdefault(headers["x-source"], []).append(headers)
+        else:
+            event = json.loads(body)
+            parts.setdefault(event["source"], []).append(
+                {"event": "1", "masks": str(any("mask" in o for o in event.get("objects", [])))}
+            )
+    assert want(parts), (
+        f"timed out after {timeout} s; parts so far: { {s: len(p) for s, p in parts.items()} }"
+    )
+    return parts
+
+
+def test_wall_stream_interleaves_every_sources_pictures_and_events_on_one_response(
+    wall_sink: LiveSink,
+) -> None:
+    def every_source_twice(parts: dict[str, list[dict[str, str]]]) -> bool:
+        return all(sum("x-seq" in p for p in parts.get(s, [])) >= 2 for s in WALL) and all(
+            any("event" in p for p in parts.get(s, [])) for s in WALL
+        )
+
+    with urllib.request.urlopen(wall_sink.url + "wall", timeout=10) as r:
+        assert r.headers["Content-Type"] == "multipart/mixed; boundary=liveframe"
+        parts = _read_parts(r, every_source_twice, 30)
+        assert all(wall_sink.needs_picture(s) for s in WALL)
+        for s in WALL:
+            seqs = [int(p["x-seq"]) for p in parts[s] if "x-seq" in p]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), (s, seqs)
+            assert all(float(p["x-age-ms"]) >= 0 for p in parts[s] if "x-seq" in p)
+            assert not any(p.get("masks") == "True" for p in parts[s]), "masks only for a camera page"
+    _wait(lambda: not any(wall_sink.needs_picture(s) for s in WALL), 20, "the wall client to be let go")
+
+    # one source with detail (the camera page): only its parts, and its events carry masks
+    def masks_seen(parts: dict[str, list[dict[str, str]]]) -> bool:
+        return any(p.get("masks") == "True" for p in parts.get("cam03", []))
+
+    with urllib.request.urlopen(wall_sink.url + "wall?sources=cam03,nope&detail=cam03", timeout=10) as r:
+        parts = _read_parts(r, masks_seen, 30)
+        assert set(parts) == {"cam03"}
+        assert wall_sink.needs_picture("cam03") and not wall_sink.needs_picture("cam02")
+    assert _get(wall_sink.url + "wall?sources=nope")[0] == 404
