@@ -42,11 +42,10 @@ function followFrames(video) {
       video.requestVideoFrameCallback(onFrame);
     };
     video.requestVideoFrameCallback(onFrame);
-  } else {
+  } else { // no per-frame callback: the playback position, about 4 times a second, and after seeks
     video.addEventListener("timeupdate", () => drawAt(video.currentTime));
+    video.addEventListener("seeked", () => drawAt(video.currentTime));
   }
-  // a paused seek presents one frame; draw it even where no frame callback follows
-  video.addEventListener("seeked", () => { if (video.paused) drawAt(video.currentTime); });
 }
 
 async function playSegment(source, segment, withQuery) {
