@@ -36,6 +36,7 @@ function makeCard(source) {
   const card = {
     root, img: el(root, ".picture"), tbody: el(root, "tbody"), canvas: el(root, ".highlight"),
     lastPicture: 0, ageAtArrival: 0, ended: false, frames: 0, event: null, url: null,
+    sourceState: source.state ?? null, // the supervisor's capture state (connecting/streaming/stalled/failed/done)
   };
   card.img.alt = "live picture of " + source.id;
   card.tbody.addEventListener("click", (e) => {
@@ -146,6 +147,8 @@ function cell(tr, text, numeric) {
 
 function update(card, ev) {
   const root = card.root;
+  if ("source_state" in ev) card.sourceState = ev.source_state;
+  if (ev.objects === undefined && ev.ended === undefined) { tick(); return; } // a state change only
   card.ended = !!ev.ended;
   el(root, ".badge.ended").hidden = !ev.ended;
   if (ev.ended) { tick(); return; }
@@ -184,9 +187,15 @@ function highlight(card) {
 function tick() {
   const now = Date.now();
   for (const card of cards.values()) {
+    // pictures arriving beat everything; without them the supervisor's capture state says why
+    const fresh = card.lastPicture && now - card.lastPicture <= STALE_MS;
+    const src = card.sourceState;
     let state = "waiting";
-    if (card.ended) state = "ended";
-    else if (card.lastPicture) state = now - card.lastPicture > STALE_MS ? "stalled" : "streaming";
+    if (card.ended || src === "done") state = "ended";
+    else if (fresh) state = "streaming";
+    else if (src === "failed") state = "failed";
+    else if (src === "connecting" || src === "stalled") state = "reconnecting";
+    else if (card.lastPicture) state = "stalled";
     const badge = el(card.root, ".state");
     if (badge.textContent !== state) { badge.textContent = state; badge.className = "state " + state; }
     card.root.dataset.state = state;
@@ -209,7 +218,7 @@ function showCamera(id) {
   const main = document.getElementById("sources");
   main.className = "camera";
   cards.clear();
-  const card = makeCard({ id });
+  const card = makeCard(sources.find((s) => s.id === id));
   card.root.classList.add("detail");
   cards.set(id, card);
   main.replaceChildren(card.root);

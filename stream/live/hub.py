@@ -57,6 +57,7 @@ class _Channel:
     next_due: float = 0.0  # monotonic s: earliest time of the next throttled update
     rate: RateMeter = field(default_factory=RateMeter)
     ended: bool = False
+    state: str | None = None  # the supervisor's capture state, when the stage is told it
 
 
 class LiveHub:
@@ -125,6 +126,17 @@ class LiveHub:
                 ch.pending = pending
                 self._work.notify()
 
+    def set_source_states(self, states: dict[str, str]) -> None:
+        """Capture states from the supervisor (source id → connecting/streaming/stalled/
+        failed/done); a change is pushed to event clients at once, frames or not (rare: only
+        on changes, so it is published whether or not a client listens)."""
+        for source, state in states.items():
+            ch = self._channels.get(source)
+            if ch is None or ch.state == state:
+                continue
+            ch.state = state  # kept as the source's newest event: a wall opened later sees it too
+            self._publish_event(source, {"source": source, "source_state": state})
+
     def end_source(self, source: str) -> None:
         ch = self._channels.get(source)
         if ch is None:
@@ -172,6 +184,7 @@ class LiveHub:
             "latency_ms": round((time.time_ns() - h.capture_ns) / 1e6, 1),
             "random_weights": h.random_weights,
             "ended": False,
+            "source_state": ch.state,
             "objects": objects,
         }
 
@@ -309,7 +322,8 @@ class LiveHub:
             return self._events_version, fresh
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per source: id, MJPEG path, measured input fps, viewers, whether it ended."""
+        """Per source: id, MJPEG path, measured input fps, viewers, whether it ended, and the
+        supervisor's capture state (None until the stage is told)."""
         return [
             {
                 "id": ch.source,
@@ -317,6 +331,7 @@ class LiveHub:
                 "fps": round(ch.rate.fps(), 1),
                 "viewers": ch.viewers,
                 "ended": ch.ended,
+                "state": ch.state,
             }
             for ch in self._channels.values()
         ]

@@ -127,6 +127,10 @@ class LiveSink:
     def end_source(self, source: str) -> None:
         self.hub.end_source(source)
 
+    def source_states(self, states: dict[str, str]) -> None:
+        """The supervisor's capture states; each tile shows its source's."""
+        self.hub.set_source_states(states)
+
     def close(self) -> None:
         self.hub.close()
         self.server.close()

@@ -438,3 +438,35 @@ def test_wall_stream_interleaves_every_sources_pictures_and_events_on_one_respon
         assert set(parts) == {"cam03"}
         assert wall_sink.needs_picture("cam03") and not wall_sink.needs_picture("cam02")
     assert _get(wall_sink.url + "wall?sources=nope")[0] == 404
+
+
+def test_tiles_show_the_supervisors_capture_states(browser: Any, tmp_path: Path) -> None:
+    """cam00 flows; the supervisor says cam01 is connecting and cam02 failed (the states a
+    real run passes on are checked in test_live_sources): each tile says so."""
+    ids = ["cam00", "cam01", "cam02"]
+    config = Config.model_validate({"sources": [{"id": s, "type": "pattern"} for s in ids]})
+    sink = build({"port": 0, "max_fps": 10}, config)
+    feeder = _WallFeeder(sink, ["cam00"])
+    try:
+        sink.source_states({"cam00": "streaming", "cam01": "connecting"})
+        browser.get(sink.url)
+        sink.source_states({"cam00": "streaming", "cam01": "connecting", "cam02": "failed"})
+
+        def tiles() -> dict[str, str] | None:
+            got = browser.execute_script(
+                "return Object.fromEntries(Array.from(document.querySelectorAll('section.card'))"
+                ".map(c => [c.dataset.source, c.dataset.state]))"
+            )
+            want = {"cam00": "streaming", "cam01": "reconnecting", "cam02": "failed"}
+            return got if got == want else None
+
+        _wait(tiles, 20, "cam00 streaming, cam01 reconnecting, cam02 failed")
+        assert {s["id"]: s["state"] for s in json.loads(_get(sink.url + "api/sources")[2])["sources"]} == {
+            "cam00": "streaming",
+            "cam01": "connecting",
+            "cam02": "failed",
+        }
+        browser.save_screenshot(str(_artifact_dir(tmp_path) / "live-wall-states.png"))
+    finally:
+        feeder.stop()
+        sink.close()
