@@ -275,15 +275,15 @@ def test_recording_plays_with_the_sidecar_mask_aligned_to_the_decoded_frame(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    sink = _recording_sink(recording)
+    sink = _recording_sink(recording, token=TOKEN)  # the page passes its token to the list, sidecar and video
     try:
-        listing = json.loads(_get(sink.url + "api/recordings")[2])["recordings"]
+        listing = json.loads(_get(sink.url + f"api/recordings?token={TOKEN}")[2])["recordings"]
         (segment,) = listing["cam00"]
         sidecar = (recording / "cam00" / f"{segment['name']}.jsonl").read_text().splitlines()
         lines = [json.loads(s) for s in sidecar]
         assert len(lines) == 50
 
-        browser.get(sink.url + "#recordings")
+        browser.get(sink.url + f"?token={TOKEN}#recordings")
         link = f'#segments a.segment[data-name="{segment["name"]}"]'
         _wait(lambda: browser.find_elements(By.CSS_SELECTOR, link), 20, "the segment in the list")
         browser.find_element(By.CSS_SELECTOR, link).click()
