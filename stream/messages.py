@@ -173,9 +173,11 @@ class RunReport(msgspec.Struct, frozen=True, tag="report"):
 
 class Control(msgspec.Struct, frozen=True, tag="ctl"):
     """Supervisor → stages. command: 'drain' (forward end-of-stream for every
-    source not yet ended, then exit) | 'stop' (exit now)."""
+    source not yet ended, then exit) | 'stop' (exit now) | 'sources' (``sources``:
+    source id → capture state, for outputs that show it, e.g. the live view)."""
 
     command: str
+    sources: dict[str, str] = msgspec.field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
 

@@ -335,6 +335,10 @@ class StageRunner:
                     self._on_event(EndOfStream(source, last + 1, "drained"))
         elif isinstance(msg, Control) and msg.command == "stop":
             self.stop.stopped = True
+        elif isinstance(msg, Control) and msg.command == "sources":
+            show = getattr(self.stage, "source_states", None)  # the output stage passes them to its sinks
+            if show is not None:
+                show(dict(msg.sources))
 
     def _step(self) -> None:
         batch: list[Frame] = []

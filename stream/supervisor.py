@@ -80,6 +80,8 @@ class Supervisor:
         self._source_states: dict[str, str] = {}
         self._dropped: dict[str, int] = {}  # frames dropped per source, for the status line
         self._status = StatusLine(config.supervisor.status_interval_s, tuple(s.id for s in config.sources))
+        self._sent_states: dict[str, str] = {}
+        self._sent_states_at = 0.0
 
     # --- set-up --------------------------------------------------------------
     def prepare(self) -> None:
@@ -202,6 +204,7 @@ class Supervisor:
         try:
             while not self._done():
                 self._pump_heartbeats(timeout_ms=100)
+                self._publish_source_states()
                 if not captures_started and (self._stages_ready() or self._stopping):
                     # models are loaded and warmed up: frames start flowing only now
                     if not self._stopping:
@@ -243,6 +246,15 @@ class Supervisor:
                     elif isinstance(msg, RunReport):
                         self.report = msg
             parts = recv_parts(self.hb_sock, 0)
+
+    def _publish_source_states(self) -> None:
+        """Tell the stages each source's capture state (the live view shows it): on a
+        change, and once a second for stages that subscribed late (PUB drops what came before)."""
+        now = time.monotonic()
+        if self._source_states == self._sent_states and now - self._sent_states_at < 1.0:
+            return
+        self._sent_states, self._sent_states_at = dict(self._source_states), now
+        self.ctl_sock.send(encode_control(Control("sources", sources=self._sent_states)))
 
     def _on_heartbeat(self, hb: Heartbeat) -> None:
         proc = next((p for p in self.procs if p.name == hb.stage), None)

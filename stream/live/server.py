@@ -4,9 +4,16 @@ Endpoints (GET only):
     /                     the page (HTML; its script and style under /static/)
     /stream/<source>.mjpg annotated pictures, ``multipart/x-mixed-replace`` JPEGs
     /events               Server-Sent Events: one JSON object per update per source
+    /wall?sources=a,b     the camera wall: every listed source (default all) over ONE
+                          connection, ``multipart/mixed`` parts tagged ``X-Source``:
+                          image/jpeg pictures (``X-Seq``, ``X-Age-Ms``) and
+                          application/json object events; ``&detail=a`` adds masks
+                          to source a's events (the camera page)
+    /api/recordings       JSON: each source's recorded segments by start time
+    /recordings/<source>/<segment>.mp4|.jsonl   a recording, read-only, with HTTP Range
     /api/sources          JSON: the configured sources and their state
     /healthz              JSON {"status": "ok"}; no token needed (for probes)
-    /static/app.js, /static/style.css   the page's code (public, no data, no token)
+    /static/app.js, rle.js, player.js, style.css   the page's code (public, no data, no token)
 
 With a token, every other endpoint needs ``Authorization: Bearer <token>`` or
 ``?token=<token>`` (the page passes its own ``?token=`` on to its stream and
@@ -23,19 +30,23 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import select
 import socket
 import socketserver
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from stream.errors import TransportError
 from stream.live.hub import LiveHub
+from stream.live.recordings import list_recordings, parse_range, recording_file
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +57,8 @@ _STREAM = re.compile(r"^/stream/([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.mjpg$")
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s\"']*", re.IGNORECASE)
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; "
+    "connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
@@ -72,17 +84,33 @@ def _asset(name: str) -> bytes:
     return resources.files("stream.live").joinpath(name).read_bytes()
 
 
+def _part(ctype: str, body: bytes, headers: str) -> bytes:
+    """One part of the wall's multipart stream, boundary first."""
+    head = f"--{BOUNDARY}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
+    return head.encode() + body + b"\r\n"
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a client stuck in a stream must not hold up close()
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], hub: LiveHub, token: bytes | None, family: int) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        hub: LiveHub,
+        token: bytes | None,
+        family: int,
+        recordings: Path | None,
+    ) -> None:
         self.address_family = family
         self.hub = hub
+        self.recordings = recordings
         self.token = token
         self.assets = {
             "/": (_asset("page.html"), "text/html; charset=utf-8"),
             "/static/app.js": (_asset("app.js"), "text/javascript; charset=utf-8"),
+            "/static/rle.js": (_asset("rle.js"), "text/javascript; charset=utf-8"),
+            "/static/player.js": (_asset("player.js"), "text/javascript; charset=utf-8"),
             "/static/style.css": (_asset("style.css"), "text/css; charset=utf-8"),
         }
         super().__init__(address, _Handler)
@@ -106,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         if path == "/healthz":
             return self._send_json({"status": "ok"})
-        if path in ("/static/app.js", "/static/style.css"):
+        if path.startswith("/static/") and path in self.server.assets:
             return self._send_asset(path)
         if not self._allowed(url.query):
             return
@@ -117,6 +145,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json({"sources": hub.summary(), "max_fps": hub.max_fps})
         if path == "/events":
             return self._events()
+        if path == "/wall":
+            return self._wall(url.query)
+        if path == "/api/recordings":
+            return self._send_json({"recordings": list_recordings(self.server.recordings)})
+        if path.startswith("/recordings/"):
+            return self._recording(path)
         m = _STREAM.match(path)
         if m and self.server.hub.has_source(m.group(1)):
             return self._mjpeg(m.group(1))
@@ -212,6 +246,91 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             hub.unwatch(source)
 
+    def _wall(self, query: str) -> None:
+        hub = self.server.hub
+        q = parse_qs(query)
+        wanted = [s for part in q.get("sources", []) for s in part.split(",") if s]
+        sources = [s for s in wanted if hub.has_source(s)] if wanted else list(hub.sources)
+        detail = [s for part in q.get("detail", []) for s in part.split(",") if hub.has_source(s)][:4]
+        if not sources:
+            return self._send_text(HTTPStatus.NOT_FOUND, "not found: none of these sources is served here\n")
+        self.send_response(HTTPStatus.OK)
+        self._common_headers(f"multipart/mixed; boundary={BOUNDARY}")
+        self.end_headers()
+        for s in sources:
+            hub.watch(s)
+        for s in detail:
+            hub.want_detail(s, True)
+        hub.subscribe_events()
+        sent: dict[str, int] = {}
+        seen, events_after = -1, 0
+        try:
+            while not hub.closing:
+                seen, events_after, pictures, events = hub.next_updates(
+                    sources, sent, events_after, seen, _IDLE_CHECK_S
+                )
+                if not pictures and not events:
+                    if self._client_gone():
+                        break
+                    continue
+                now = time.time_ns()
+                out = [
+                    _part(
+                        "image/jpeg",
+                        j.data,
+                        f"X-Source: {s}\r\nX-Seq: {j.seq}\r\nX-Age-Ms: {(now - j.capture_ns) / 1e6:.0f}\r\n",
+                    )
+                    for s, j in pictures
+                ]
+                out += [_part("application/json", e, "") for e in events]
+                self.wfile.write(b"".join(out))
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            hub.unsubscribe_events()
+            for s in detail:
+                hub.want_detail(s, False)
+            for s in sources:
+                hub.unwatch(s)
+
+    def _recording(self, path: str) -> None:
+        found = recording_file(self.server.recordings, path)
+        if found is None:
+            return self._send_text(HTTPStatus.NOT_FOUND, "not found: see /api/recordings for the segments\n")
+        file_path, ctype = found
+        try:
+            f = file_path.open("rb")
+        except OSError:
+            return self._send_text(HTTPStatus.NOT_FOUND, "not found: the segment was deleted\n")
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            span = parse_range(self.headers.get("Range"), size)
+            if span == "unsatisfiable":
+                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self._common_headers("text/plain; charset=utf-8", 0)
+                self.end_headers()
+                return
+            start, end = span if span is not None else (0, size - 1)
+            length = max(0, end - start + 1)
+            self.send_response(HTTPStatus.PARTIAL_CONTENT if span is not None else HTTPStatus.OK)
+            if span is not None:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Accept-Ranges", "bytes")
+            self._common_headers(ctype, length)
+            self.end_headers()
+            f.seek(start)
+            try:
+                while length > 0:
+                    chunk = f.read(min(length, 1 << 16))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    length -= len(chunk)
+            except OSError:
+                pass  # the player closed the connection (seeking aborts requests)
+
     def _events(self) -> None:
         hub = self.server.hub
         self.send_response(HTTPStatus.OK)
@@ -253,14 +372,19 @@ class LiveServer:
 
     host/port: where to bind (port 0 = any free port; ``port`` then tells which).
     token: required on every data request when given (compared in constant time).
+    recordings: the record sink's root, served read-only (None: no recordings).
     Raises TransportError naming sinks.live.port / sinks.live.host when it cannot bind.
     """
 
-    def __init__(self, hub: LiveHub, host: str, port: int, token: str | None) -> None:
+    def __init__(
+        self, hub: LiveHub, host: str, port: int, token: str | None, recordings: Path | None = None
+    ) -> None:
         bind_host = "127.0.0.1" if host.lower() in _LOOPBACK_NAMES else host.strip("[]")
         family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
         try:
-            self._server = _Server((bind_host, port), hub, token.encode() if token else None, family)
+            self._server = _Server(
+                (bind_host, port), hub, token.encode() if token else None, family, recordings
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise TransportError(

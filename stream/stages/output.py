@@ -103,6 +103,17 @@ class OutputStage(StageBase):
                     except Exception as exc:  # noqa: BLE001
                         log.error("source=%s sink %s failed to reset: %s", msg.source, sink.name, exc)
 
+    def source_states(self, states: dict[str, str]) -> None:
+        """The supervisor's capture state per source (connecting/streaming/stalled/failed/done),
+        passed to every sink that shows it (``source_states``)."""
+        for sink in self.sinks:
+            show = getattr(sink, "source_states", None)
+            if show is not None:
+                try:
+                    show(states)
+                except Exception as exc:  # noqa: BLE001
+                    log.error("sink %s failed to take the source states: %s", sink.name, exc)
+
     def end_source(self, source: str) -> None:
         for sink in self.sinks:
             try:

@@ -275,6 +275,7 @@ def test_failing_sources_retry_without_blocking_while_the_others_flow(
             {"id": "usb", "type": "webcam", "device": str(tmp_path / "video9")},
             {"id": "tv", "type": "http", "url": corrupt_http, "fps": 25},
         ],
+        sinks={"live": {"port": (live_port := free_port())}},
     )
     runs.append(run)
     run.wait_state("syn", ("streaming",))
@@ -286,6 +287,19 @@ def test_failing_sources_retry_without_blocking_while_the_others_flow(
     assert health["sources"]["hung"] in ("connecting", "failed")
     assert health["sources"]["usb"] in ("connecting", "failed")
     assert all(st["up"] for st in health["stages"].values()) and health["status"] == "ok"
+
+    # the live view is told the supervisor's capture states (its tiles show them)
+    def live_states() -> dict[str, Any] | None:
+        got = get_json(f"http://127.0.0.1:{live_port}/api/sources") or {}
+        by_id = {s["id"]: s["state"] for s in got.get("sources", [])}
+        down = ("connecting", "failed")
+        return (
+            by_id
+            if by_id.get("syn") == "streaming" and by_id.get("hung") in down and by_id.get("usb") in down
+            else None
+        )
+
+    wait_for(live_states, 15, "the capture states in the live view's /api/sources")
     took = run.stop(signal.SIGTERM)
     assert run.proc.returncode == 0, run.err[-3000:]
     assert took < 8.0  # a capture blocked in a connect still stops promptly
