@@ -59,7 +59,7 @@ class Stderr:
 
 
 def _events(url: str, timeout: float) -> list[dict[str, Any]]:
-    """The live page's object-list events received within ``timeout`` seconds."""
+    """The live page's per-frame object-list events received within ``timeout`` seconds."""
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     try:
@@ -67,7 +67,10 @@ def _events(url: str, timeout: float) -> list[dict[str, Any]]:
             while time.monotonic() < deadline:
                 line = r.readline().decode()
                 if line.startswith("data: "):
-                    out.append(json.loads(line[6:]))
+                    event = json.loads(line[6:])
+                    if "seq" not in event:  # a capture-state change, not a frame's object list
+                        continue
+                    out.append(event)
                     if len(out) >= 5:
                         break
     except OSError:
