@@ -201,9 +201,13 @@ class SupervisorConfig(_Model):
 
 
 class MetricsConfig(_Model):
+    """/metrics and /healthz. On a loopback host only a loopback Host header is
+    answered; idle_timeout_s: a connection silent this long is closed."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+    idle_timeout_s: float = Field(10.0, gt=0, le=3600)
 
 
 class Config(_Model):

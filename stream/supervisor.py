@@ -108,7 +108,8 @@ class Supervisor:
         self.ctl_sock = open_socket(self._zctx, f"pub+bind:{self._ctl_ep}", hwm=100)
         self._build_procs(infos)
         if cfg.metrics.enabled:
-            self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health)
+            self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health,
+                                         idle_timeout_s=cfg.metrics.idle_timeout_s)
 
     def _endpoint(self, name: str) -> str:
         t = self.config.transport
