@@ -3,7 +3,7 @@ live view (``stream.live.server``) and the supervisor's ``/metrics`` and
 ``/healthz`` (``stream.metrics``) both serve through these classes.
 
 - **Idle timeout**: a client's socket times out after ``timeout`` seconds without
-  progress (``GuardedHandler.timeout``; a server may set ``idle_timeout_s``), so a
+  progress (``GuardedServer.idle_timeout_s``, 30 s unless set), so a
   connection that never sends a request, or stops reading, frees its thread.
 - **Host check** (DNS rebinding): a server marked ``loopback_only`` answers only
   requests whose ``Host`` header names a loopback host; a page served from another
@@ -67,12 +67,11 @@ class GuardedHandler(BaseHTTPRequestHandler):
 
     server: GuardedServer
     protocol_version = "HTTP/1.0"  # one request per connection
-    timeout: float | None = DEFAULT_IDLE_TIMEOUT_S
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout_s  # applied to the socket by StreamRequestHandler.setup
         super().setup()
+        self.connection.settimeout(self.server.idle_timeout_s)  # every read and write, not just the first
 
     def host_allowed(self) -> bool:
         """True unless the server is loopback-only and Host names another host;
