@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -226,6 +227,14 @@ class Config(_Model):
     transport: TransportConfig = TransportConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     metrics: MetricsConfig = MetricsConfig()
+    _env_names: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @property
+    def env_names(self) -> frozenset[str]:
+        """The environment variables ``${ENV:NAME}`` references resolved (secrets, mostly):
+        the supervisor keeps them out of its workers' environment, which get the
+        resolved config on stdin and need none of them."""
+        return self._env_names
 
     @field_validator("sources")
     @classmethod
@@ -251,11 +260,13 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set transport.hwm=8")
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw else "")
-    data = _resolve_env(data, env if env is not None else {}, "")
+    used: set[str] = set()
+    data = _resolve_env(data, env if env is not None else {}, "", used)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"config error in {label}: {_describe(exc)}") from None
+    config._env_names = frozenset(used)
     from stream.stages import check_pipeline  # stage registry: which stage needs what
 
     check_pipeline(config)
@@ -306,16 +317,18 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
 
 
-def _resolve_env(node: Any, env: Mapping[str, str], where: str) -> Any:
+def _resolve_env(node: Any, env: Mapping[str, str], where: str, used: set[str]) -> Any:
+    """``node`` with every ``${ENV:NAME}`` replaced; the names go into ``used``."""
     if isinstance(node, dict):
-        return {k: _resolve_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        return {k: _resolve_env(v, env, f"{where}.{k}" if where else str(k), used) for k, v in node.items()}
     if isinstance(node, list):
-        return [_resolve_env(v, env, f"{where}.{i}") for i, v in enumerate(node)]
+        return [_resolve_env(v, env, f"{where}.{i}", used) for i, v in enumerate(node)]
     if isinstance(node, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
             if name not in env:
                 raise ConfigError(f"config error: {where}: environment variable {name} is not set")
+            used.add(name)
             return env[name]
 
         return _ENV_REF.sub(sub, node)

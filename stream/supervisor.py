@@ -133,7 +133,7 @@ class Supervisor:
         # (measured: 1.0 fps vs 6.4 fps at 1080p). An explicit OMP_NUM_THREADS wins.
         models = sum(1 for n in cfg.pipeline if n in ("detect", "segment", "preprocess")) or 1
         threads = str(max(1, (os.cpu_count() or 1) // models))
-        self._worker_env = {**os.environ}
+        self._worker_env = {k: v for k, v in os.environ.items() if k not in cfg.env_names}  # secrets: stdin only
         self._worker_env.setdefault("OMP_NUM_THREADS", threads)
         names = [f"{n}#{i}" if cfg.pipeline.count(n) > 1 else n for i, n in enumerate(cfg.pipeline)]
         names.append("output")

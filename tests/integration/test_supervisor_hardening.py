@@ -1,0 +1,58 @@
+"""The supervisor on long and rough runs, end to end with real processes: secrets stay
+out of worker environments, /healthz tells a failing pipeline from a working one,
+stale shared memory of a killed run is collected, the summary counts what the sinks wrote."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import free_port, get_json, stream_cmd, wait_for
+from tests.integration.test_pipeline import write_config
+
+pytestmark = pytest.mark.timeout(180)
+
+TOKEN = "Hx4v9QpLr2Wz7Kt0Ys8B"  # a live-view token given as ${ENV:LIVE_TOKEN}
+
+
+def _start(cfg: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(stream_cmd("run", str(cfg), *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {})})
+
+
+def _port(cfg: Path) -> int:
+    return int(yaml.safe_load(cfg.read_text())["metrics"]["port"])
+
+
+def _health(port: int) -> dict:
+    return get_json(f"http://127.0.0.1:{port}/healthz") or {}
+
+
+def test_secrets_given_through_env_are_not_in_any_worker_environment(tmp_path):
+    cfg = write_config(
+        tmp_path,
+        [{"id": "live", "type": "synthetic", "live": True, "fps": 30, "synthetic": {"width": 160, "height": 120}}],
+        ["passthrough"],
+        sinks={"jsonl": {"path": str(tmp_path / "frames.jsonl")},
+               "live": {"port": free_port(), "token": "${ENV:LIVE_TOKEN}"}},
+    )
+    proc = _start(cfg, env={"LIVE_TOKEN": TOKEN, "HARDENING_MARKER": "kept"})
+    try:
+        health = wait_for(lambda: (h := _health(_port(cfg))) and h["stages"]["output"]["frames_out"] > 5 and h,
+                          60, "frames flowing")
+        pids = [st["pid"] for st in health["stages"].values()]
+        assert len(pids) == 3  # capture, passthrough, output: all real workers
+        for pid in pids:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"HARDENING_MARKER=kept" in environ  # the rest of the environment is passed on
+            assert not any(e.startswith(b"LIVE_TOKEN=") or TOKEN.encode() in e for e in environ), pid
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
