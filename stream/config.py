@@ -199,6 +199,7 @@ class SupervisorConfig(_Model):
     restart_backoff_max_s: float = Field(8.0, ge=0)
     shutdown_timeout_s: float = Field(8.0, gt=0)
     drain_idle_s: float = Field(3.0, gt=0)
+    health_window_s: float = Field(10.0, gt=0, le=3600)  # /healthz: no frame out for this long while streaming → 503
 
 
 class MetricsConfig(_Model):

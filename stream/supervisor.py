@@ -30,6 +30,7 @@ import zmq
 
 from stream.config import Config
 from stream.errors import ProtocolError, SupervisorError
+from stream.health import HealthWindow, verdict
 from stream.messages import Control, DropRecord, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
 from stream.sources import open_source
@@ -77,6 +78,7 @@ class Supervisor:
         self._last_progress = (0, time.monotonic())
         self._drained_at = 0.0
         self._source_states: dict[str, str] = {}
+        self._health_window = HealthWindow(config.supervisor.health_window_s)
 
     # --- set-up --------------------------------------------------------------
     def prepare(self) -> None:
@@ -207,6 +209,7 @@ class Supervisor:
                             p.finished = True
                     captures_started = True
                 self._check_procs()
+                self._observe_health()
                 self._maybe_drain()
                 if self._stopping and time.monotonic() > self._stop_deadline:
                     log.warning("shutdown deadline passed; terminating remaining processes")
@@ -247,6 +250,11 @@ class Supervisor:
         self._source_states.update(hb.source_state)
         if hb.state == "failed" and hb.detail:
             log.error("%s: %s", proc.name, hb.detail)
+
+    def _observe_health(self) -> None:
+        with self._lock:
+            self._health_window.observe(time.monotonic(), {p.name: (p.hb.frames_in, p.hb.frames_out, p.hb.errors)
+                                                           for p in self.procs if p.hb})
 
     def _check_procs(self) -> None:
         now = time.monotonic()
@@ -393,9 +401,11 @@ class Supervisor:
             return {"stages": stages, "drops": drops, "sources": dict(self._source_states), "frame_age": ages}
 
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """(answer 200, body) for /healthz; see stream.health for the verdicts."""
         snap = self.snapshot()
-        ok = all(st["up"] or st["state"] == "done" for st in snap["stages"].values())
-        return ok, {"status": "ok" if ok else "degraded", "run": self.run_id,
+        with self._lock:
+            code, body = verdict(snap["stages"], snap["sources"], self._health_window, time.monotonic())
+        return code == 200, {**body, "run": self.run_id,
                     "stages": {k: {"up": v["up"], "state": v["state"], "restarts": v["restarts"], "pid": v["pid"],
                                    "frames_out": v["frames_out"]}
                                for k, v in snap["stages"].items()},

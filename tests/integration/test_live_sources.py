@@ -285,7 +285,8 @@ def test_failing_sources_retry_without_blocking_while_the_others_flow(
     health = run.health()
     assert health["sources"]["hung"] in ("connecting", "failed")
     assert health["sources"]["usb"] in ("connecting", "failed")
-    assert all(st["up"] for st in health["stages"].values()) and health["status"] == "ok"
+    assert all(st["up"] for st in health["stages"].values()) and health["status"] == "degraded"
+    assert health["failing"]["source:usb"] in ("failed", "stalled") or "source:hung" in health["failing"]
     took = run.stop(signal.SIGTERM)
     assert run.proc.returncode == 0, run.err[-3000:]
     assert took < 8.0  # a capture blocked in a connect still stops promptly

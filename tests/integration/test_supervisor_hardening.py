@@ -4,9 +4,12 @@ stale shared memory of a killed run is collected, the summary counts what the si
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,56 @@ def test_secrets_given_through_env_are_not_in_any_worker_environment(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
+
+
+def _health_code(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
+def test_healthz_is_503_naming_the_source_when_the_only_camera_has_failed(tmp_path):
+    cfg = write_config(tmp_path, [{"id": "cam", "type": "rtsp", "url": f"rtsp://127.0.0.1:{free_port()}/cam",
+                                   "open_timeout_s": 1, "reconnect": {"initial_s": 1.0, "max_s": 1.0}}],
+                       ["passthrough"])
+    proc = _start(cfg)
+    try:
+        code, body = wait_for(lambda: (r := _health_code(_port(cfg)))[1].get("status") == "failing" and r, 60,
+                              "/healthz to say failing")
+        assert code == 503 and body["failing"]["source:cam"] in ("failed", "stalled")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+
+
+def test_healthz_is_503_while_no_frame_gets_through_and_ok_again_after(tmp_path):
+    cfg = write_config(
+        tmp_path,
+        [{"id": "live", "type": "synthetic", "live": True, "fps": 30, "synthetic": {"width": 160, "height": 120}}],
+        ["passthrough"],
+        supervisor={"health_window_s": 2.0, "heartbeat_timeout_s": 120},
+    )
+    port = _port(cfg)
+    proc = _start(cfg)
+    try:
+        code, health = wait_for(lambda: (r := _health_code(port))[1].get("status") == "ok" and r, 60, "ok")
+        assert code == 200 and health["failing"] == {}
+        stage = health["stages"]["passthrough"]["pid"]
+        os.kill(stage, signal.SIGSTOP)  # a stage that hangs: frames enter, none come out
+        try:
+            code, body = wait_for(lambda: (r := _health_code(port))[1].get("status") == "failing" and r, 30,
+                                  "/healthz to say failing")
+            assert code == 503 and "no frame came through" in body["failing"]["output"]
+        finally:
+            os.kill(stage, signal.SIGCONT)
+        wait_for(lambda: _health_code(port)[0] == 200, 30, "/healthz back to 200")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
