@@ -31,14 +31,16 @@ import zmq
 from stream.config import Config
 from stream.errors import ProtocolError, SupervisorError
 from stream.health import HealthWindow, verdict
-from stream.messages import Control, DropRecord, Heartbeat, RunReport, decode_control, encode_control
+from stream.messages import Control, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
 from stream.sources import open_source
 from stream.stages import STAGES
-from stream.summary import RunSummary, summarize_source
+from stream.summary import DropLedger, RunSummary, summarize_source
 from stream.transport import FrameRing, check_tcp_port_free, open_socket, recv_parts, shm_dir
 
 log = logging.getLogger(__name__)
+
+_TERMINATE_GRACE_S = 1.5  # after SIGTERM, before SIGKILL (a stage mid model call cannot react sooner)
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Supervisor:
         self.log_level = log_level
         self.run_id = uuid.uuid4().hex[:8]
         self.procs: list[Proc] = []
-        self.drops: list[DropRecord] = []
+        self.ledger = DropLedger()  # counts + a bounded recent window: runs last weeks
         self.report: RunReport | None = None
         self.rings: list[FrameRing] = []
         self.run_dir: Path | None = None
@@ -182,7 +184,8 @@ class Supervisor:
         if self._stopping:
             return
         self._stopping = why
-        self._stop_deadline = time.monotonic() + self.config.supervisor.shutdown_timeout_s
+        # shutdown_timeout_s bounds the whole stop: the drain gets what the terminate grace leaves
+        self._stop_deadline = time.monotonic() + max(0.5, self.config.supervisor.shutdown_timeout_s - _TERMINATE_GRACE_S)
         log.info("stopping (%s): sources stop, in-flight frames drain", why)
         for p in self.procs:
             if p.is_capture and p.popen and p.popen.poll() is None:
@@ -246,7 +249,7 @@ class Supervisor:
             return  # a late heartbeat from a process that was replaced
         proc.hb = hb
         proc.last_hb = time.monotonic()
-        self.drops.extend(hb.drops)
+        self.ledger.add(hb.drops)
         self._source_states.update(hb.source_state)
         if hb.state == "failed" and hb.detail:
             log.error("%s: %s", proc.name, hb.detail)
@@ -336,7 +339,7 @@ class Supervisor:
         alive = [p.popen for p in self.procs if p.popen and p.popen.poll() is None]
         for popen in alive:
             popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 1.5
+        deadline = time.monotonic() + _TERMINATE_GRACE_S
         for popen in alive:
             try:
                 popen.wait(max(0.01, deadline - time.monotonic()))
@@ -367,8 +370,8 @@ class Supervisor:
         for s in self.config.sources:
             cap = next(p for p in self.procs if p.name == f"capture:{s.id}")
             read = (cap.hb.last_seq.get(s.id, -1) + 1) if cap.hb else 0
-            sources.append(summarize_source(reports.get(s.id), s.id, read, self.drops,
-                                            self._source_states.get(s.id, "done")))
+            sources.append(summarize_source(reports.get(s.id), s.id, read, self.ledger,
+                                            self._source_states.get(s.id, "done"), stopped=bool(self._stopping)))
         return RunSummary(sources, {p.name: p.restarts for p in self.procs}, wall_s,
                           random_weights=self.config.random_weights, stopped_by=self._stopping or "end of input")
 
@@ -392,9 +395,7 @@ class Supervisor:
                     prev_seq.update(last)
                 else:
                     prev_seq = {**prev_seq, **last}
-            drops: dict[tuple[str, str], int] = {}
-            for d in self.drops:
-                drops[(d.source, d.reason)] = drops.get((d.source, d.reason), 0) + d.last - d.first + 1
+            drops = dict(self.ledger.counts)
             output = next((p.hb for p in self.procs if p.name == "output"), None)
             ages = {src: (counts, output.age_sum_s.get(src, 0.0)) for src, counts in output.age_buckets.items()} \
                 if output else {}

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -112,3 +113,34 @@ def test_healthz_is_503_while_no_frame_gets_through_and_ok_again_after(tmp_path)
     finally:
         proc.kill()
     assert proc.returncode == 0
+
+
+def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wrote(tmp_path):
+    # a stage that spends 4 s per frame (SAM on a CPU): the drain cannot finish before the
+    # shutdown deadline, so the stages are terminated with frames still in flight
+    cfg = write_config(
+        tmp_path,
+        [{"id": "live", "type": "synthetic", "live": True, "fps": 10, "max_in_flight": 3,
+          "synthetic": {"width": 160, "height": 120}}],
+        ["passthrough"],
+        passthrough={"delay_ms": 4000},
+    )
+    summary_path = tmp_path / "summary.json"
+    proc = _start(cfg, "--summary-json", str(summary_path))
+    try:
+        wait_for(lambda: _health(_port(cfg)).get("stages", {}).get("output", {}).get("frames_out", 0) >= 1, 90,
+                 "a frame through the slow stage")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert took < 10.0, err[-3000:]
+    lines = (tmp_path / "frames.jsonl").read_text().splitlines()
+    src = json.loads(summary_path.read_text())["sources"][0]
+    assert src["processed"] == len(lines) >= 1
+    assert "lost in flight" not in src["dropped"]  # nothing crashed: those frames were stopped
+    assert src["read"] == src["processed"] + sum(src["dropped"].values())
+    assert f"{src['processed']:>9}" in out
