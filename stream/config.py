@@ -57,12 +57,16 @@ LIVE_TYPES = (*NETWORK_TYPES, "webcam")
 
 class ReconnectConfig(_Model):
     """How a live network or webcam source retries. The wait before retry k (k = 1, 2, …) is
-    min(max_s, initial_s · 2^(k-1)) seconds times a random factor in [1 - jitter, 1]; the
-    first retry after a stream that was flowing is immediate. max_attempts: failed attempts
-    in a row before the source is given up (its capture ends, state failed); None retries forever."""
+    min(max_s, initial_s · 2^(k-1)) seconds times a random factor in [1 - jitter, 1], but
+    at most fast_s during the first fast_for_s seconds of failures (a short outage ends in
+    a fast reconnect); the first retry after a stream that was flowing is immediate.
+    max_attempts: failed attempts in a row before the source is given up (its capture ends,
+    state failed); None retries forever."""
 
     initial_s: float = Field(0.25, gt=0, le=60)
     max_s: float = Field(2.0, gt=0, le=600)
+    fast_s: float = Field(0.5, gt=0, le=60)
+    fast_for_s: float = Field(30.0, ge=0, le=3600)
     jitter: float = Field(0.5, ge=0, le=1)
     max_attempts: int | None = Field(None, ge=1)
 

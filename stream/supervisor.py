@@ -36,7 +36,15 @@ from stream.metrics import MetricsServer
 from stream.sources import open_source
 from stream.stages import STAGES
 from stream.summary import DropLedger, RunSummary, summarize_source
-from stream.transport import FrameRing, check_tcp_port_free, open_socket, recv_parts, shm_dir
+from stream.transport import (
+    FrameRing,
+    check_tcp_port_free,
+    open_socket,
+    recv_parts,
+    remove_stale_run_files,
+    run_prefix,
+    shm_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +108,13 @@ class Supervisor:
                 src.close()
         if cfg.metrics.enabled:
             check_tcp_port_free(cfg.metrics.host, cfg.metrics.port, "metrics.port")
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"stream-{self.run_id}-"))
+        for stale in remove_stale_run_files(shm_dir(), Path(tempfile.gettempdir())):
+            log.info("removed %s, left behind by a run whose supervisor is gone", stale)
+        prefix = run_prefix(self.run_id)  # names the owner: a later run can collect them if we are killed
+        self.run_dir = Path(tempfile.mkdtemp(prefix=prefix))
         for s in cfg.sources:
             info = infos[s.id]
-            path = shm_dir() / f"stream-{self.run_id}-{s.id}.ring"
+            path = shm_dir() / f"{prefix}{s.id}.ring"
             self.rings.append(FrameRing.create(path, s.ring_slots, info.width * info.height * 3))
         self._zctx = zmq.Context()
         self._hb_ep = self._endpoint("supervisor.hb")

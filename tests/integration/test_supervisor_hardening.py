@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stream.transport import shm_dir
 from tests.conftest import free_port, get_json, stream_cmd, wait_for
 from tests.integration.test_pipeline import write_config
 
@@ -144,3 +148,41 @@ def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wr
     assert "lost in flight" not in src["dropped"]  # nothing crashed: those frames were stopped
     assert src["read"] == src["processed"] + sum(src["dropped"].values())
     assert f"{src['processed']:>9}" in out
+
+
+def test_a_run_removes_rings_and_ipc_folders_of_dead_supervisors_and_only_those(tmp_path):
+    shm, tmp = shm_dir(), Path(tempfile.gettempdir())
+    ns = os.stat("/proc/self/ns/pid").st_ino
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    alive = subprocess.Popen(["sleep", "120"])
+    tag = secrets.token_hex(4)
+    made: dict[str, list[Path]] = {"dead": [], "alive": [], "foreign": []}
+    try:
+        for kind, pid in (("dead", dead.pid), ("alive", alive.pid)):
+            ring = shm / f"stream-{tag}-{pid}.{ns}-cam.ring"
+            ring.write_bytes(b"\0" * 4096)
+            ipc = tmp / f"stream-{tag}-{pid}.{ns}-x1y2z3"
+            ipc.mkdir()
+            (ipc / "detect.in").write_text("")
+            made[kind] += [ring, ipc]
+        # names of another form (an older version, another program) are never touched
+        other = shm / f"stream-{tag}-cam.ring"
+        other.write_bytes(b"")
+        made["foreign"].append(other)
+        cfg = write_config(tmp_path, [{"id": "syn", "type": "synthetic", "max_frames": 5,
+                                       "synthetic": {"width": 64, "height": 48}}], ["passthrough"])
+        r = subprocess.run(stream_cmd("run", str(cfg)), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not any(p.exists() for p in made["dead"]), made["dead"]
+        assert all(p.exists() for p in made["alive"] + made["foreign"])
+        assert "left behind by a run whose supervisor is gone" in r.stderr
+    finally:
+        alive.kill()
+        alive.wait()
+        for paths in made.values():
+            for p in paths:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
