@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-BENCHMARKS = ("transport", "detect", "track", "segment", "outputs", "sources", "preprocess", "pipeline")
+BENCHMARKS = ("transport", "detect", "track", "segment", "outputs", "sources", "preprocess", "pipeline", "soak")
 
 
 @dataclass

@@ -152,6 +152,8 @@ def test_rtsp_over_tcp_and_udp_flows_and_the_password_never_shows(tmp_path, rtsp
     processes = [psutil.Process(run.proc.pid), *psutil.Process(run.proc.pid).children(recursive=True)]
     cmdlines = [" ".join(p.cmdline()) for p in processes]
     assert sum("stream.worker" in c for c in cmdlines) == 5  # 3 captures, passthrough, output
+    for p in processes[1:]:  # the workers get the config on stdin: CAM_PASSWORD is not in their environment
+        assert SECRET.encode() not in Path(f"/proc/{p.pid}/environ").read_bytes(), p.cmdline()
     run.stop()
     assert run.proc.returncode == 0, run.err[-3000:]
     everything = "\n".join(
