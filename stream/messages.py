@@ -147,8 +147,10 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
 
 
 class SourceReport(msgspec.Struct, frozen=True):
-    """What the last stage saw of one source. received: (first, last) seq ranges
-    that arrived, in order; latency_ms: end-to-end capture→output (p50, p99)."""
+    """What the last stage saw of one source. received: frames that arrived;
+    received_ranges: (first, last) seq ranges that arrived, in order, complete for
+    seqs >= ranges_from (older ranges are forgotten on long runs); latency_ms:
+    end-to-end capture→output (p50, p99)."""
 
     source: str
     frames: int
@@ -159,6 +161,7 @@ class SourceReport(msgspec.Struct, frozen=True):
     hop_ms: dict[str, tuple[float, float]]
     first_ns: int
     last_ns: int
+    ranges_from: int = 0
 
 
 class RunReport(msgspec.Struct, frozen=True, tag="report"):

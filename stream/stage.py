@@ -279,6 +279,8 @@ class StageRunner:
             if len(self.ended) >= len(self.spec.sources):
                 self._finish()
                 self._wait_until_released()
+            elif self.sink is not None:
+                self._finish()  # stopped mid-run: the summary still gets what the sinks were given
             return 0
         finally:
             try:

@@ -375,3 +375,31 @@ def test_a_video_file_can_stand_in_for_a_webcam(tmp_path):
         src.close()
     assert [f.image.shape for f in frames] == [(60, 80, 3)] * 5  # 160x120 downscaled to the asked size
     assert [round(f.pts * 25 / 90000) for f in frames] == [0, 1, 2, 3, 4]
+
+
+def test_backoff_retries_fast_in_the_first_seconds_then_backs_off_and_never_overflows():
+    now = [0.0]
+    b = Backoff(0.25, 2.0, jitter=0.0, fast_s=0.5, fast_for_s=30.0, clock=lambda: now[0])
+    waits = []
+    while now[0] < 40.0:  # an outage of 40 s; each failed attempt is instant (connection refused)
+        waits.append((now[0], b.next()))
+        now[0] += waits[-1][1]
+    early = [w for t, w in waits if t < 30.0]
+    late = [w for t, w in waits if t >= 30.0]
+    assert early[:2] == [0.25, 0.5] and max(early) == 0.5  # a server back at 10 s is seen within 0.5 s
+    assert late and all(w == 2.0 for w in late)  # a long outage backs off to max_s
+    for _ in range(5000):  # weeks of retries: the exponent must not overflow a float
+        b.next()
+    assert b.next() == 2.0
+    b.reset()
+    assert b.next() == 0.25
+
+
+def test_reconnect_config_reaches_the_backoff():
+    from stream.config import SourceConfig
+    from stream.sources.live import LiveSource
+
+    cfg = SourceConfig.model_validate({"id": "cam", "type": "rtsp", "url": "rtsp://h/x",
+                                       "reconnect": {"fast_s": 0.3, "fast_for_s": 12}})
+    src = LiveSource.from_config(cfg, lambda stall_s: None, label="cam")  # type: ignore[arg-type,return-value]
+    assert (src._backoff.fast_s, src._backoff.fast_for_s) == (0.3, 12)
