@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from stream.errors import FrameDropped, ProtocolError
+from stream.errors import FrameDropped, ProtocolError, TransportError
 from stream.messages import (
     AGE_BUCKETS_S,
     Control,
@@ -249,6 +249,7 @@ class StageRunner:
         self._rings = RingCache(Path(spec.ring_dir))
         self.out: zmq.Socket[Any] | None = None
         self._give_up_at = float("inf")
+        self._n_malformed = 0
 
     def _should_stop_sending(self) -> bool:
         return self.stop() or time.monotonic() > self._give_up_at
@@ -338,13 +339,12 @@ class StageRunner:
             if parts is None:
                 break
             try:
-                msg = decode(parts)
+                msg = self._check(decode(parts))
+                frame = self._attach(msg) if isinstance(msg, Frame) else None
             except ProtocolError as exc:
-                self.counters.errors += 1
-                log.error("stage %s: dropped an undecodable message: %s", self.spec.name, exc)
+                self._malformed(exc)
                 continue
             if isinstance(msg, Frame):
-                frame = self._attach(msg)
                 if frame is not None:
                     batch.append(frame)
                     if deadline is None:
@@ -358,17 +358,47 @@ class StageRunner:
                 return
         self._run_batch(batch)
 
+    def _check(self, msg: Frame | EndOfStream | Reset) -> Frame | EndOfStream | Reset:
+        """Refuse what this run cannot have sent: a source it does not have (a stray
+        end-of-stream would end the stage), pixels in another source's ring."""
+        source = msg.source
+        if source not in self.spec.sources:
+            raise ProtocolError(f"source {source[:64]!r} is not one of this run's sources")
+        if isinstance(msg, Frame):
+            px = msg.header.pixels
+            if px is not None and msg.image is None and not px.ring.endswith(f"-{source}.ring"):
+                raise ProtocolError(f"source={source} seq={msg.seq}: ring {px.ring[:80]!r} is not this source's")
+        return msg
+
+    def _malformed(self, exc: ProtocolError) -> None:
+        """A message that cannot be a frame of this run: counted, dropped, the stage goes on.
+        Logged for the first 10, then every 100th, so a flood cannot flood the log."""
+        self.counters.errors += 1
+        self._n_malformed += 1
+        n = self._n_malformed
+        if n <= 10 or n % 100 == 0:
+            log.error("stage %s: dropped a malformed message (%d so far): %s", self.spec.name, n, exc)
+
     def _attach(self, frame: Frame) -> Frame | None:
         h = frame.header
-        self.counters.frames_in += 1
-        self.counters.last_seq[h.source] = max(h.seq, self.counters.last_seq.get(h.source, -1))
         if h.pixels is None or frame.image is not None:
+            self._count_in(frame)
             return frame
-        ring = self._rings.get(h.pixels.ring)
+        try:
+            ring = self._rings.get(h.pixels.ring)
+        except TransportError as exc:
+            raise ProtocolError(f"source={h.source} seq={h.seq}: {exc}") from None
+        ring.check(h.pixels)  # ProtocolError: slot or shape outside the ring
+        self._count_in(frame)
         if not ring.valid(h.pixels):
             self._drop(frame, "overwritten")
             return None
         return Frame(h, frame.arrays, ring.view(h.pixels))
+
+    def _count_in(self, frame: Frame) -> None:
+        h = frame.header
+        self.counters.frames_in += 1
+        self.counters.last_seq[h.source] = max(h.seq, self.counters.last_seq.get(h.source, -1))
 
     def _drop(self, frame: Frame, reason: str) -> None:
         self.counters.drop(frame.source, frame.seq, reason)
@@ -381,13 +411,20 @@ class StageRunner:
         self.counters.busy_since = time.monotonic()
         try:
             outputs = self.stage.process_batch(batch)
-        except FrameDropped as exc:
-            for f in batch:
-                self._drop(f, exc.reason)
-            return
         except Exception as exc:  # noqa: BLE001 — a per-frame failure must not stop the stage
-            self.counters.errors += len(batch)
-            for f in batch:
+            self.counters.busy_since = 0.0
+            if len(batch) > 1:
+                # one bad frame must not take the others with it: each frame again, alone
+                # (stages that keep state across frames run with max_batch 1)
+                log.warning("stage %s: a batch of %d frames failed (%s); retrying them one by one",
+                            self.spec.name, len(batch), exc)
+                for f in batch:
+                    self._run_batch([f])
+            elif isinstance(exc, FrameDropped):
+                self._drop(batch[0], exc.reason)
+            else:
+                f = batch[0]
+                self.counters.errors += 1
                 log.error("source=%s seq=%d stage %s failed: %s", f.source, f.seq, self.spec.name, exc,
                           exc_info=log.isEnabledFor(logging.DEBUG))
                 self._drop(f, "error")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -33,13 +34,14 @@ from typing import Any
 import numpy as np
 import zmq
 
-from stream.errors import TransportError
+from stream.errors import ProtocolError, TransportError
 from stream.messages import PixelRef
 
 _KINDS = {"push": zmq.PUSH, "pull": zmq.PULL, "pub": zmq.PUB, "sub": zmq.SUB}
 _MAGIC = 0x5354524D52494E47  # "STRMRING"
 _HEADER_BYTES = 4096
 _SLOT_FIELDS = 8
+_RING_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}")  # a file name in the ring dir, nothing else
 
 
 @dataclass(frozen=True)
@@ -147,14 +149,19 @@ class FrameRing:
         self.path = path
         self.name = path.name
         self._mm = mm
+        if len(mm) < _HEADER_BYTES:
+            raise TransportError(f"{path} is not a frame ring (only {len(mm)} bytes)")
         head = np.ndarray((8,), dtype=np.int64, buffer=mm, offset=0)
         if int(head[0]) != _MAGIC:
             raise TransportError(f"{path} is not a frame ring (bad magic)")
         self.slots = int(head[1])
         self.slot_bytes = int(head[2])
+        self._data_offset = _align(_HEADER_BYTES + max(0, self.slots) * _SLOT_FIELDS * 8)
+        if self.slots < 1 or self.slot_bytes < 0 or len(mm) < self._data_offset + self.slots * self.slot_bytes:
+            raise TransportError(f"{path}: a damaged frame ring ({self.slots} slots of {self.slot_bytes} B "
+                                 f"do not fit its {len(mm)} bytes)")
         self._head = head
         self._table = np.ndarray((self.slots, _SLOT_FIELDS), dtype=np.int64, buffer=mm, offset=_HEADER_BYTES)
-        self._data_offset = _align(_HEADER_BYTES + self.slots * _SLOT_FIELDS * 8)
 
     @classmethod
     def create(cls, path: Path, slots: int, slot_bytes: int) -> FrameRing:
@@ -181,9 +188,15 @@ class FrameRing:
             raise TransportError(f"cannot open frame ring {path}: {exc.strerror}") from exc
         try:
             mm = mmap.mmap(fd, 0)
+        except (OSError, ValueError) as exc:  # ValueError: an empty file
+            raise TransportError(f"cannot map frame ring {path}: {exc}") from exc
         finally:
             os.close(fd)
-        return cls(path, mm)
+        try:
+            return cls(path, mm)
+        except TransportError:
+            mm.close()
+            raise
 
     # --- shared counters -------------------------------------------------
     @property
@@ -228,6 +241,15 @@ class FrameRing:
         return PixelRef(self.name, slot, gen + 1, h, w, c)
 
     # --- reader ----------------------------------------------------------
+    def check(self, ref: PixelRef) -> None:
+        """Raise ProtocolError unless ``ref`` names a slot of this ring and an image that
+        fits in it (a crafted or corrupt message must not index outside the mapping)."""
+        if not 0 <= ref.slot < self.slots:
+            raise ProtocolError(f"ring {self.name}: slot {ref.slot} outside 0..{self.slots - 1}")
+        if min(ref.height, ref.width, ref.channels) < 1 or ref.height * ref.width * ref.channels > self.slot_bytes:
+            raise ProtocolError(f"ring {self.name}: a {ref.height}x{ref.width}x{ref.channels} image does not fit "
+                                f"a slot of {self.slot_bytes} B")
+
     def view(self, ref: PixelRef) -> np.ndarray:
         """Read-only H×W×C view of the slot (zero copy). Check ``valid`` after use."""
         a = np.ndarray((ref.height, ref.width, ref.channels), dtype=np.uint8, buffer=self._mm,
@@ -274,8 +296,8 @@ class RingCache:
     def get(self, name: str) -> FrameRing:
         ring = self._rings.get(name)
         if ring is None:
-            if "/" in name or name.startswith("."):
-                raise TransportError(f"bad ring name {name!r}")
+            if not _RING_NAME.fullmatch(name):
+                raise TransportError(f"bad ring name {name[:80]!r}")
             ring = self._rings[name] = FrameRing.attach(self._dir / name)
         return ring
 
