@@ -108,6 +108,7 @@ class WorkerSpec:
     inline_pixels: bool = False
     hwm: int = 4
     heartbeat_interval_s: float = 1.0
+    stale_after_s: dict[str, float] = field(default_factory=dict)  # live sources: frames that waited longer are "stale"
 
 
 class LatencyWindow:
@@ -383,17 +384,34 @@ class StageRunner:
         h = frame.header
         if h.pixels is None or frame.image is not None:
             self._count_in(frame)
-            return frame
+            return None if self._stale(frame) else frame
         try:
             ring = self._rings.get(h.pixels.ring)
         except TransportError as exc:
             raise ProtocolError(f"source={h.source} seq={h.seq}: {exc}") from None
         ring.check(h.pixels)  # ProtocolError: slot or shape outside the ring
         self._count_in(frame)
+        if self._stale(frame):
+            return None
         if not ring.valid(h.pixels):
             self._drop(frame, "overwritten")
             return None
         return Frame(h, frame.arrays, ring.view(h.pixels))
+
+    def _stale(self, frame: Frame) -> bool:
+        """A live frame that waited longer than its source's stale_after_s since the previous
+        stage sent it (this one was stalled) is dropped before any work is spent on it. Only
+        the wait counts, not the work upstream, so a slow pipeline is never starved; the last
+        stage delivers what it gets."""
+        bound = self.spec.stale_after_s.get(frame.source)
+        if bound is None or self.out is None:
+            return False
+        h = frame.header
+        sent_ns = h.stamps[-1][1] if h.stamps else h.capture_ns
+        if (time.time_ns() - sent_ns) / 1e9 <= bound:
+            return False
+        self._drop(frame, "stale")
+        return True
 
     def _count_in(self, frame: Frame) -> None:
         h = frame.header
@@ -401,8 +419,22 @@ class StageRunner:
         self.counters.last_seq[h.source] = max(h.seq, self.counters.last_seq.get(h.source, -1))
 
     def _drop(self, frame: Frame, reason: str) -> None:
+        """Count the drop and release the frame's ring slot: a file source waits for it."""
         self.counters.drop(frame.source, frame.seq, reason)
         log.debug("source=%s seq=%d dropped: %s", frame.source, frame.seq, reason)
+        self._release(frame)
+
+    def _release(self, frame: Frame) -> None:
+        """This frame's way ends here (delivered or dropped): free its ring slot."""
+        px = frame.header.pixels
+        if px is None or self.spec.inline_pixels:
+            return
+        try:
+            ring = self._rings.get(px.ring)
+            ring.check(px)
+        except (TransportError, ProtocolError):
+            return  # not a slot of ours (a malformed message that carried its own pixels)
+        ring.release(px)
 
     def _run_batch(self, batch: list[Frame]) -> None:
         if not batch:
@@ -469,9 +501,7 @@ class StageRunner:
             if self.sink is not None:
                 self.sink.write(frame)
             self.counters.observe_age(frame.source, (time.time_ns() - frame.header.capture_ns) / 1e9)
-            px = frame.header.pixels
-            if px is not None and not self.spec.inline_pixels:
-                self._rings.get(px.ring).release(frame.seq)
+            self._release(frame)
             self.counters.frames_out += 1
             return
         parts = encode_frame(frame, inline_image=self.spec.inline_pixels)

@@ -147,10 +147,11 @@ class Supervisor:
                 "heartbeat": f"push+connect:{self._hb_ep}", "control": f"sub+connect:{self._ctl_ep}",
                 "ring_dir": str(shm_dir()), "sources": sources, "inline_pixels": inline,
                 "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
+                "stale_after_s": {s.id: s.stale_after_s for s in cfg.sources if s.is_live and s.stale_after_s is not None},
             }
             self.procs.append(Proc(name, {"role": "stage", "config": config_json, "spec": spec}))
         for s, ring in zip(cfg.sources, self.rings, strict=True):
-            live = s.live or bool(getattr(infos[s.id], "live", False))
+            live = s.is_live
             spec = {
                 "source_id": s.id, "output": f"push+connect:{inputs[0]}", "heartbeat": f"push+connect:{self._hb_ep}",
                 "ring_path": str(ring.path), "live": live, "inline_pixels": inline, "max_frames": s.max_frames,
@@ -283,6 +284,8 @@ class Supervisor:
             self._crashed(p, f"exit code {rc}" if rc > 0 else f"killed by signal {-rc}")
 
     def _crashed(self, p: Proc, why: str) -> None:
+        for ring in self.rings:  # frames it held are never released: tell the captures (FrameRing.epoch)
+            ring.bump_epoch()
         now = time.monotonic()
         sup = self.config.supervisor
         p.crashes.append(now)

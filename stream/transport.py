@@ -7,16 +7,20 @@ Savant), e.g. ``pull+bind:ipc:///tmp/stream-x/detect.in`` or
 Frame rings: one file per source under /dev/shm (a tmpfs), mapped by every
 process that touches that source's pixels. Layout::
 
-    [header 4096 B: magic, slots, slot_bytes, released_seq, next_seq]
-    [slot table: slots × 8 int64: generation, seq, height, width, channels, nbytes, pts, 0]
+    [header 4096 B: magic, slots, slot_bytes, released_seq, next_seq, epoch, releases]
+    [slot table: slots × 8 int64: generation, seq, height, width, channels, nbytes, pts, released generation]
     [slot data: slots × slot_bytes, each 4096-aligned]
 
 A slot's generation is odd while the writer fills it and even once written
 (a seqlock). A reader checks the generation its FrameRef carries before and
 after using the pixels: a mismatch means the slot was overwritten, and the
-frame is dropped and counted — never used torn. ``released_seq`` is written by
-the last stage: frames up to it are done, so a file source (backpressure)
-waits for it before reusing a slot, while a live source never waits.
+frame is dropped and counted — never used torn. Whoever ends a frame's way
+releases its slot (``release``): the last stage once it delivered it, and any
+stage or capture that drops it (filtered, failed, stale, …). A file source
+(backpressure) waits for that before reusing a slot; a live source never waits,
+but counts the frames not yet released against its ``max_in_flight``. A frame
+held by a process that crashed is never released: the supervisor then bumps the
+ring's ``epoch``, which tells the capture that frames written before it may be lost.
 """
 
 from __future__ import annotations
@@ -201,12 +205,40 @@ class FrameRing:
     # --- shared counters -------------------------------------------------
     @property
     def released_seq(self) -> int:
-        """Highest seq the last stage has finished with (-1: none)."""
+        """Highest seq released so far (-1: none); informative: slots are released one by one."""
         return int(self._head[3])
 
-    def release(self, seq: int) -> None:
+    @property
+    def releases(self) -> int:
+        """Grows whenever a frame is released: progress, as the capture sees it."""
+        return int(self._head[6])
+
+    def release(self, ref: PixelRef) -> None:
+        """The frame ``ref`` points at is done (delivered, or dropped anywhere): its slot may
+        be reused. A no-op when the slot already holds another frame. ``ref`` must have
+        passed ``check``."""
+        row = self._table[ref.slot]
+        if int(row[0]) != ref.generation or int(row[7]) == ref.generation:
+            return
+        row[7] = ref.generation
+        self._head[6] += 1
+        seq = int(row[1])
         if seq > self._head[3]:
             self._head[3] = seq
+
+    def released(self, ref: PixelRef) -> bool:
+        """True once the frame ``ref`` points at was released, or its slot was reused since."""
+        row = self._table[ref.slot]
+        return int(row[0]) != ref.generation or int(row[7]) == ref.generation
+
+    @property
+    def epoch(self) -> int:
+        """How many times a process of the run crashed (bumped by the supervisor): frames
+        written before the latest bump and not released may have been lost with it."""
+        return int(self._head[5])
+
+    def bump_epoch(self) -> None:
+        self._head[5] += 1
 
     @property
     def next_seq(self) -> int:
@@ -218,8 +250,11 @@ class FrameRing:
 
     # --- writer ----------------------------------------------------------
     def slot_free(self, seq: int) -> bool:
-        """True when writing ``seq`` would not overwrite a frame still in the pipeline."""
-        return seq - self.slots <= self.released_seq
+        """True when writing ``seq`` would not overwrite a frame still in the pipeline: its
+        slot was never written, its frame was released, or a writer died filling it (odd)."""
+        row = self._table[seq % self.slots]
+        gen = int(row[0])
+        return gen == 0 or gen % 2 == 1 or int(row[7]) == gen
 
     def write(self, seq: int, image: np.ndarray, pts: int = 0) -> PixelRef:
         """Copy ``image`` (H×W×C uint8) into slot seq % slots; returns its reference."""
@@ -265,8 +300,8 @@ class FrameRing:
         """Writable H×W×C view of the slot, for a stage that replaces a frame's pixels in
         place (``preprocess``). Only the stage holding the frame may write, before it
         forwards the frame; the generation is left as it is, so ``ref`` stays valid. Check
-        ``valid`` before and after writing: the capture does not reuse a slot before the
-        last stage released it (backpressure, or max_in_flight < ring_slots for live
+        ``valid`` before and after writing: the capture does not reuse a slot before its
+        frame was released (backpressure, or max_in_flight < ring_slots for live
         sources), and a write into a reused slot is detected and the frame dropped."""
         return np.ndarray((ref.height, ref.width, ref.channels), dtype=np.uint8, buffer=self._mm,
                           offset=self._data_offset + ref.slot * self.slot_bytes)

@@ -224,5 +224,5 @@ def build(config: Config) -> SegmentStage:
     model = build_sam(p.model, ckpt, random_seed=p.random_seed if ckpt is None else None, device=p.device)
     if ckpt is None:
         log.warning("segment: RANDOM WEIGHTS (SAM %s, seed %d): masks are not segmentations", p.model, p.random_seed)
-    live = frozenset(s.id for s in config.sources if s.live)
+    live = frozenset(s.id for s in config.sources if s.is_live)
     return SegmentStage(SamSegmenter(model), p, random_weights=ckpt is None, live_sources=live)

@@ -167,3 +167,40 @@ def test_a_stage_survives_a_flood_of_malformed_messages_counting_each(harness):
     assert result.seqs == sent_good
     assert result.errors == n_bad  # each one counted
     assert [e.source for e in result.events] == ["cam", "lobby"]  # and only the real end-of-streams ended it
+
+
+class Filter(StageBase):
+    name = "filter"
+
+    def process(self, frame: Frame) -> Frame | None:
+        if frame.seq % 3 == 0:
+            raise ValueError("bad frame")
+        return None if frame.seq % 3 == 1 else frame.evolve()
+
+
+def test_every_drop_releases_its_ring_slot_and_stale_live_frames_are_dropped_unprocessed(harness):
+    import time
+
+    ring = harness.rings["cam"]
+    frames = [harness.frame(s) for s in range(9)]
+    old = time.time_ns() - 5 * 10**9  # waited 5 s: stale for a bound of 1 s
+    stale = [harness.frame(s, source="lobby", capture_ns=old) for s in range(3)]
+    seen: list[int] = []
+
+    class Recording(Filter):
+        def process(self, frame: Frame) -> Frame | None:
+            if frame.source == "lobby":
+                seen.append(frame.seq)
+            return super().process(frame)
+
+    result = harness.run(Recording(), [harness.parts(f) for f in frames + stale],
+                         stale_after_s={"lobby": 1.0})
+    assert result.seqs == [2, 5, 8]
+    drops = result.drops()
+    assert sorted(drops["error"]) == [0, 3, 6] and sorted(drops["filtered"]) == [1, 4, 7]
+    assert sorted(drops["stale"]) == [0, 1, 2] and seen == []
+    # dropped frames are done: their slots are free (a file source would not wait for them)
+    dropped = [f for f in frames if f.seq % 3 != 2]
+    assert all(ring.released(f.header.pixels) for f in dropped)
+    assert all(harness.rings["lobby"].released(f.header.pixels) for f in stale)
+    assert not any(ring.released(f.header.pixels) for f in frames if f.seq % 3 == 2)  # forwarded: still out
