@@ -1,0 +1,56 @@
+"""One notion of "live" (``SourceConfig.is_live``), shared by the supervisor, the capture and every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.config import load_config
+from stream.supervisor import Supervisor
+from stream.transport import FrameRing
+
+SOURCES = [
+    {"id": "cam", "type": "rtsp", "url": "rtsp://127.0.0.1:8554/cam"},
+    {"id": "door", "type": "http", "url": "http://127.0.0.1:8080/door.m3u8"},
+    {"id": "usb", "type": "webcam", "device": 0},
+    {"id": "clip", "type": "file", "path": "clip.mp4", "live": True},
+    {"id": "disk", "type": "file", "path": "clip.mp4"},
+]
+LIVE = {"cam", "door", "usb", "clip"}
+
+
+@pytest.fixture
+def config():
+    return load_config(None, base={"sources": SOURCES, "pipeline": ["detect", "track", "segment"],
+                                   "segment": {"model": "tiny"}, "random_weights": True})
+
+
+def test_network_and_webcam_sources_are_live_without_saying_so(config):
+    assert {s.id for s in config.sources if s.is_live} == LIVE
+
+
+def test_sam_never_blocks_frames_of_any_live_source(config):
+    # README: "On live sources the SAM keyframe runs in a worker thread: frames never wait for it".
+    # Before: only `live: true` files got it; rtsp / http / webcam sources got the blocking path.
+    from stream.stages import segment
+
+    stage = segment.stage_for(config, object(), random_weights=True)  # what build() wraps around SAM
+    assert {s["id"] for s in SOURCES if stage._is_async(s["id"])} == LIVE
+
+
+def test_the_supervisor_gives_captures_and_stages_the_same_notion(config, tmp_path: Path):
+    sup = Supervisor(config)
+    sup.run_dir = tmp_path
+    sup._hb_ep, sup._ctl_ep = f"ipc://{tmp_path}/hb", f"ipc://{tmp_path}/ctl"
+    sup.rings = [FrameRing.create(tmp_path / f"r-{s.id}.ring", 2, 64) for s in config.sources]
+    try:
+        sup._build_procs({})
+    finally:
+        for ring in sup.rings:
+            ring.unlink()
+    captures = {p.request["spec"]["source_id"]: p.request["spec"] for p in sup.procs if p.is_capture}
+    assert {k for k, spec in captures.items() if spec["live"]} == LIVE
+    for p in sup.procs:
+        if not p.is_capture:
+            assert set(p.request["spec"]["stale_after_s"]) == LIVE, p.name
