@@ -370,6 +370,9 @@ class Supervisor:
         with self._lock:
             stages: dict[str, Any] = {}
             prev_seq: dict[str, int] = {}
+            dropped_seqs: dict[str, list[tuple[int, int]]] = {}
+            for d in self.drops:
+                dropped_seqs.setdefault(d.source, []).append((d.first, d.last))
             for p in sorted(self.procs, key=lambda p: not p.is_capture):
                 hb = p.hb
                 last = dict(hb.last_seq) if hb else {}
@@ -379,8 +382,8 @@ class Supervisor:
                     "restarts": p.restarts, "up": bool(p.popen and p.popen.poll() is None),
                     "pid": p.popen.pid if p.popen else None,
                     "state": hb.state if hb else "starting",
-                    "queue_depth": {k: max(0, prev_seq[k] - v) for k, v in last.items() if k in prev_seq}
-                    if not p.is_capture else {},
+                    "queue_depth": {k: _frames_between(dropped_seqs.get(k, []), v, prev_seq[k])
+                                    for k, v in last.items() if k in prev_seq} if not p.is_capture else {},
                 }
                 if p.is_capture:
                     prev_seq.update(last)
@@ -402,6 +405,18 @@ class Supervisor:
                                    "frames_out": v["frames_out"]}
                                for k, v in snap["stages"].items()},
                     "sources": dict(self._source_states)}
+
+
+def _frames_between(dropped: list[tuple[int, int]], seq: int, upstream_seq: int) -> int:
+    """Frames between a stage (newest seq ``seq``) and the one before it (``upstream_seq``):
+    the seqs in between, less those dropped on the way (edge drops take up seqs too).
+    Frames of a source travel in order, so every seq in between that was dropped was
+    dropped before this stage. dropped: (first, last) seq ranges of that source."""
+    gap = upstream_seq - seq
+    if gap <= 0:
+        return 0
+    gone = sum(max(0, min(last, upstream_seq) - max(first, seq + 1) + 1) for first, last in dropped)
+    return max(0, gap - gone)
 
 
 def run_pipeline(config: Config, *, log_level: str = "info") -> RunSummary:

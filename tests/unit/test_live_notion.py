@@ -54,3 +54,30 @@ def test_the_supervisor_gives_captures_and_stages_the_same_notion(config, tmp_pa
     for p in sup.procs:
         if not p.is_capture:
             assert set(p.request["spec"]["stale_after_s"]) == LIVE, p.name
+
+
+def test_queue_depth_counts_frames_not_seqs_dropped_at_the_edge(tmp_path: Path):
+    # A live camera whose capture dropped most frames at the edge ("downstream busy"): the seqs
+    # run far ahead of what is queued. Before: the gauge read capture seq - stage seq (193).
+    from stream.messages import DropRecord, Heartbeat
+
+    config = load_config(None, base={"sources": [SOURCES[0]], "pipeline": ["passthrough"]})
+    sup = Supervisor(config)
+    sup.run_dir = tmp_path
+    sup._hb_ep, sup._ctl_ep = f"ipc://{tmp_path}/hb", f"ipc://{tmp_path}/ctl"
+    sup.rings = [FrameRing.create(tmp_path / "r-cam.ring", 2, 64)]
+    try:
+        sup._build_procs({})
+    finally:
+        sup.rings[0].unlink()
+    last = {"capture:cam": 1000, "passthrough": 807, "output": 805}
+    for p in sup.procs:
+        p.hb = Heartbeat(stage=p.name, pid=0, time_ns=0, state="running", last_seq={"cam": last[p.name]})
+    # of seqs 808..1000 the capture sent only every 48th (and 2 are queued at passthrough);
+    # passthrough filtered 806 on its way
+    sent = {808, 856, 904, 952, 1000}
+    sup.drops = [DropRecord("cam", "downstream busy", s, s) for s in range(808, 1001) if s not in sent]
+    sup.drops.append(DropRecord("cam", "filtered", 806, 806))
+    depth = {name: st["queue_depth"] for name, st in sup.snapshot()["stages"].items()}
+    assert depth["passthrough"] == {"cam": len(sent)}
+    assert depth["output"] == {"cam": 1}  # 807 (806 was dropped before output)
