@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from stream.config import load_config
+from stream.sources.base import SourceInfo
 from stream.supervisor import Supervisor
 from stream.transport import FrameRing
 
@@ -18,6 +20,11 @@ SOURCES = [
     {"id": "disk", "type": "file", "path": "clip.mp4"},
 ]
 LIVE = {"cam", "door", "usb", "clip"}
+
+
+def _probed(config) -> dict[str, SourceInfo]:
+    """What probing the sources at start returns (geometry; a network source is not connected)."""
+    return {s.id: SourceInfo(64, 48, 30.0, Fraction(1, 30), live=False) for s in config.sources}
 
 
 @pytest.fixture
@@ -45,7 +52,7 @@ def test_the_supervisor_gives_captures_and_stages_the_same_notion(config, tmp_pa
     sup._hb_ep, sup._ctl_ep = f"ipc://{tmp_path}/hb", f"ipc://{tmp_path}/ctl"
     sup.rings = [FrameRing.create(tmp_path / f"r-{s.id}.ring", 2, 64) for s in config.sources]
     try:
-        sup._build_procs({})
+        sup._build_procs(_probed(config))
     finally:
         for ring in sup.rings:
             ring.unlink()
@@ -67,7 +74,7 @@ def test_queue_depth_counts_frames_not_seqs_dropped_at_the_edge(tmp_path: Path):
     sup._hb_ep, sup._ctl_ep = f"ipc://{tmp_path}/hb", f"ipc://{tmp_path}/ctl"
     sup.rings = [FrameRing.create(tmp_path / "r-cam.ring", 2, 64)]
     try:
-        sup._build_procs({})
+        sup._build_procs(_probed(config))
     finally:
         sup.rings[0].unlink()
     last = {"capture:cam": 1000, "passthrough": 807, "output": 805}
