@@ -190,6 +190,8 @@ class CaptureRunner:
                 if item is None:
                     if self.stop():
                         reason = "stopped"
+                    elif getattr(self.source, "end_reason", None):  # e.g. a truncated file
+                        reason = f"end of input ({self.source.end_reason})"  # type: ignore[attr-defined]
                     break
                 if self.stop():
                     reason = "stopped"

@@ -112,3 +112,26 @@ def test_a_stopped_stage_is_not_fed_and_its_stale_frames_never_reach_the_next_st
     summary = json.loads((tmp_path / "s.json").read_text())["sources"][0]
     assert summary["dropped"].get("stale", 0) >= 1, summary
     assert stopped_at < resumed_at
+
+
+def test_a_truncated_mp4_plays_to_where_it_was_cut(tmp_path):
+    import av
+
+    from tests.unit.test_sources import make_video
+
+    data = make_video(tmp_path / "whole.mp4", n=30).read_bytes()  # index (moov) at the front
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    decodable = 0
+    with av.open(str(cut)) as c:
+        try:
+            for _ in c.decode(video=0):
+                decodable += 1
+        except av.FFmpegError:
+            pass
+    cfg = write_config(tmp_path, [{"id": "cam", "type": "file", "path": str(cut)}], ["passthrough"])
+    r = run_stream("run", str(cfg), "--summary-json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())["sources"][0]
+    assert summary["processed"] == summary["read"] == decodable > 0, summary
+    assert "end of input (truncated" in r.stderr
