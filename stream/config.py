@@ -166,8 +166,9 @@ class PassthroughConfig(_Model):
     """A stage that forwards frames unchanged (benchmarks, tests). touch_pixels reads
     one byte per row so the pixels are really accessed; delay_ms simulates work;
     drop_every: drop (filter out) the frames whose seq is a multiple of it (1: all), as
-    a filtering stage would; check_stamp: with a pattern source, check that the pixels
-    carry the frame's own seq (a mismatch is a counted error, the frame dropped)."""
+    a filtering stage would; check_stamp: with a pattern source (at least 256 px wide),
+    check that the pixels carry the frame's own seq (a mismatch is a counted error, the
+    frame dropped)."""
 
     touch_pixels: bool = True
     delay_ms: float = Field(0.0, ge=0)
