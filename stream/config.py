@@ -112,7 +112,7 @@ class SourceConfig(_Model):
     open_timeout_s: float = Field(4.0, gt=0, le=120)
     stall_timeout_s: float | None = Field(None, gt=0, le=600)
     reconnect: ReconnectConfig = ReconnectConfig()
-    stale_after_s: float | None = Field(2.0, gt=0, le=3600)
+    stale_after_s: float | None = Field(5.0, gt=0, le=3600)
 
     @property
     def is_live(self) -> bool:
