@@ -91,7 +91,9 @@ class SourceConfig(_Model):
     ``max_in_flight`` frames between capture and the last stage. Their ring slots are sized
     for ``max_width``×``max_height``; a larger frame is downscaled to fit (with a warning).
     ``url`` is a secret (it may hold a password, best given as ``${ENV:NAME}``): it is
-    masked in repr, logs and errors.
+    masked in repr, logs and errors. ``stale_after_s`` (live sources; None: off): a frame that
+    waited longer than this between two stages (the next one was stalled) is dropped when
+    that stage gets it, counted as ``stale``, instead of being processed.
     """
 
     id: str
@@ -115,6 +117,14 @@ class SourceConfig(_Model):
     open_timeout_s: float = Field(4.0, gt=0, le=120)
     stall_timeout_s: float | None = Field(None, gt=0, le=600)
     reconnect: ReconnectConfig = ReconnectConfig()
+    stale_after_s: float | None = Field(5.0, gt=0, le=3600)
+
+    @property
+    def is_live(self) -> bool:
+        """The one notion of "live" the supervisor, the capture and every stage share:
+        rtsp / rtmp / http / webcam sources always, any other with ``live: true``. Live
+        sources drop at the edge and never wait; files never lose a frame."""
+        return self.live or self.type in LIVE_TYPES
 
     @field_validator("id")
     @classmethod
@@ -159,10 +169,16 @@ class SourceConfig(_Model):
 
 class PassthroughConfig(_Model):
     """A stage that forwards frames unchanged (benchmarks, tests). touch_pixels reads
-    one byte per row so the pixels are really accessed; delay_ms simulates work."""
+    one byte per row so the pixels are really accessed; delay_ms simulates work;
+    drop_every: drop (filter out) the frames whose seq is a multiple of it (1: all), as
+    a filtering stage would; check_stamp: with a pattern source (at least 256 px wide),
+    check that the pixels carry the frame's own seq (a mismatch is a counted error, the
+    frame dropped)."""
 
     touch_pixels: bool = True
     delay_ms: float = Field(0.0, ge=0)
+    drop_every: int = Field(0, ge=0)
+    check_stamp: bool = False
 
 
 class JsonlSinkConfig(_Model):

@@ -165,10 +165,11 @@ class Supervisor:
                 "heartbeat": f"push+connect:{self._hb_ep}", "control": f"sub+connect:{self._ctl_ep}",
                 "ring_dir": str(shm_dir()), "sources": sources, "inline_pixels": inline,
                 "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
+                "stale_after_s": {s.id: s.stale_after_s for s in cfg.sources if s.is_live and s.stale_after_s is not None},
             }
             self.procs.append(Proc(name, {"role": "stage", "config": config_json, "spec": spec}))
         for s, ring in zip(cfg.sources, self.rings, strict=True):
-            live = s.live or bool(getattr(infos[s.id], "live", False))
+            live = s.is_live
             spec = {
                 "source_id": s.id, "output": f"push+connect:{inputs[0]}", "heartbeat": f"push+connect:{self._hb_ep}",
                 "ring_path": str(ring.path), "live": live, "inline_pixels": inline, "max_frames": s.max_frames,
@@ -318,6 +319,8 @@ class Supervisor:
             self._crashed(p, f"exit code {rc}" if rc > 0 else f"killed by signal {-rc}")
 
     def _crashed(self, p: Proc, why: str) -> None:
+        for ring in self.rings:  # frames it held are never released: tell the captures (FrameRing.epoch)
+            ring.bump_epoch()
         now = time.monotonic()
         sup = self.config.supervisor
         p.crashes.append(now)
@@ -402,6 +405,9 @@ class Supervisor:
         with self._lock:
             stages: dict[str, Any] = {}
             prev_seq: dict[str, int] = {}
+            dropped_seqs: dict[str, list[tuple[int, int]]] = {}
+            for d in self.ledger.recent():
+                dropped_seqs.setdefault(d.source, []).append((d.first, d.last))
             for p in sorted(self.procs, key=lambda p: not p.is_capture):
                 hb = p.hb
                 last = dict(hb.last_seq) if hb else {}
@@ -411,8 +417,8 @@ class Supervisor:
                     "restarts": p.restarts, "up": bool(p.popen and p.popen.poll() is None),
                     "pid": p.popen.pid if p.popen else None,
                     "state": hb.state if hb else "starting",
-                    "queue_depth": {k: max(0, prev_seq[k] - v) for k, v in last.items() if k in prev_seq}
-                    if not p.is_capture else {},
+                    "queue_depth": {k: _frames_between(dropped_seqs.get(k, []), v, prev_seq[k])
+                                    for k, v in last.items() if k in prev_seq} if not p.is_capture else {},
                 }
                 if p.is_capture:
                     prev_seq.update(last)
@@ -448,6 +454,18 @@ class Supervisor:
         why = "stopping" if self._stopping else ("stages not ready: " + ", ".join(waiting) if waiting else
                                                   ("starting captures" if not captures else ""))
         return ok, {"ready": ok, "run": self.run_id, **({"waiting": why} if why else {})}
+
+
+def _frames_between(dropped: list[tuple[int, int]], seq: int, upstream_seq: int) -> int:
+    """Frames between a stage (newest seq ``seq``) and the one before it (``upstream_seq``):
+    the seqs in between, less those dropped on the way (edge drops take up seqs too).
+    Frames of a source travel in order, so every seq in between that was dropped was
+    dropped before this stage. dropped: (first, last) seq ranges of that source."""
+    gap = upstream_seq - seq
+    if gap <= 0:
+        return 0
+    gone = sum(max(0, min(last, upstream_seq) - max(first, seq + 1) + 1) for first, last in dropped)
+    return max(0, gap - gone)
 
 
 def run_pipeline(config: Config, *, log_level: str = "info") -> RunSummary:

@@ -215,18 +215,51 @@ def test_backoff_is_capped_exponential_with_jitter():
     assert b.next() <= 0.5
 
 
-def test_in_flight_credit_limits_frames_out_and_expires_lost_ones():
+@pytest.fixture
+def ring(tmp_path):
+    from stream.transport import FrameRing
+
+    r = FrameRing.create(tmp_path / "x-cam.ring", slots=8, slot_bytes=4 * 4 * 3)
+    yield r
+    r.unlink()
+
+
+def test_in_flight_credit_counts_frames_until_released_however_long_they_take(ring):
     now = [0.0]
-    credit = InFlight(2, clock=lambda: now[0])
-    credit.sent(0)
-    credit.sent(1)
-    assert not credit.has_room(released_seq=-1)
-    now[0] = 0.05
-    assert credit.has_room(released_seq=0)  # frame 0 came back
-    credit.sent(2)
-    assert not credit.has_room(released_seq=0)
-    now[0] = 0.05 + credit.timeout_s() + 0.01  # frames 1 and 2 never come back (filtered, crashed stage)
-    assert credit.has_room(released_seq=0) and credit.expired == 2
+    credit = InFlight(2, clock=lambda: now[0], last_resort_s=30.0)
+    img = np.zeros((4, 4, 3), np.uint8)
+    refs = [ring.write(s, img) for s in range(4)]
+    credit.sent(0, refs[0], ring)
+    credit.sent(1, refs[1], ring)
+    assert not credit.has_room(ring)
+    ring.release(refs[1])  # dropped by a middle stage: its credit comes back too
+    assert credit.has_room(ring)
+    credit.sent(2, refs[2], ring)
+    now[0] = 20.0  # a stalled stage holds frames 0 and 2: the source waits, it does not send more
+    assert not credit.has_room(ring) and credit.expired == 0
+    ring.release(refs[0])
+    assert credit.has_room(ring)
+
+
+def test_in_flight_forgets_frames_only_after_a_crash_or_the_last_resort(ring):
+    now = [0.0]
+    credit = InFlight(2, clock=lambda: now[0], last_resort_s=30.0)
+    img = np.zeros((4, 4, 3), np.uint8)
+    refs = [ring.write(s, img) for s in range(4)]
+    credit.sent(0, refs[0], ring)
+    credit.sent(1, refs[1], ring)
+    assert not credit.has_room(ring)
+    ring.bump_epoch()  # the supervisor saw a process crash: frames it held are never released
+    now[0] = 0.5
+    assert not credit.has_room(ring)  # frames downstream of the crash get time to come back
+    now[0] = 0.5 + credit.timeout_s() + 0.01
+    assert credit.has_room(ring) and credit.expired == 2
+    credit.sent(2, refs[2], ring)  # sent after the crash: only the last resort forgets it
+    credit.sent(3, refs[3], ring)
+    now[0] += 29.0
+    assert not credit.has_room(ring)
+    now[0] += 2.0
+    assert credit.has_room(ring) and credit.expired == 4
 
 
 def test_url_secrets_are_masked_and_scrubbed_in_every_form():
