@@ -66,9 +66,16 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from stream.commands.weights import describe_missing, needed_weights
+    from stream.errors import WeightsError
     from stream.sources import open_source
 
     config = _load(args)
+    missing, fetch = describe_missing(needed_weights(config))  # all of them, before a source can fail
+    for line in missing:
+        print(line)
+    if fetch:
+        print(f"fetch them with: {fetch}")
     for s in config.sources:
         src = open_source(s)
         try:  # a live source connects here (open() alone only checks the address)
@@ -78,6 +85,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         kind = "live" if (s.live or info.live) else "file"
         print(f"source {s.id}: {s.type} {info.width}x{info.height} @ {info.fps:g} fps ({kind})")
     print(f"pipeline: capture → {' → '.join([*config.pipeline, 'output'])}")
+    if missing:
+        how = f"; fetch them with `{fetch}`" if fetch else ""
+        raise WeightsError(f"{len(missing)} weight file(s) missing (listed above){how}")
     print("config ok")
     return 0
 
