@@ -42,7 +42,10 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 def _head_checkpoint(width: int = 64, classes: int = 80) -> bytes:
     """A .pth whose head says yolo_nas_s (64 wide): enough for pull's check of what arrived."""
     buf = io.BytesIO()
-    torch.save({HEAD_CLS_KEY: torch.randn(classes, width, 1, 1), "heads.head1.cls_pred.bias": torch.randn(classes)}, buf)
+    torch.save(
+        {HEAD_CLS_KEY: torch.randn(classes, width, 1, 1), "heads.head1.cls_pred.bias": torch.randn(classes)},
+        buf,
+    )
     return buf.getvalue()
 
 
@@ -219,7 +222,9 @@ def test_pull_without_published_hash_records_it_on_first_use(
     assert path.read_bytes() == CKPT  # the good file was not replaced
 
 
-def test_pull_refuses_a_page_that_is_not_the_checkpoint(server: tuple[str, ServerState], tmp_path: Path) -> None:
+def test_pull_refuses_a_page_that_is_not_the_checkpoint(
+    server: tuple[str, ServerState], tmp_path: Path
+) -> None:
     url, state = server
     state.payload = b"<html><body>Access Denied</body></html>\n"  # what a proxy or a bucket sends with 200
     with pytest.raises(DownloadError, match=r"not the yolo_nas_s checkpoint.*not a PyTorch checkpoint"):
@@ -311,3 +316,58 @@ def test_registry_entries_are_well_formed() -> None:
         assert ("NON-COMMERCIAL" in spec.license) == (spec.family == "yolo_nas")
     with pytest.raises(WeightsError, match="known: "):
         get_spec("yolo_nas_xl")
+
+
+def test_verify_fails_for_a_file_that_is_not_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a captive portal or a dead bucket leaves behind when saved as the checkpoint.
+    page = b"<html><body>403 Forbidden!</body></html>\n"
+    assert len(page) == 41
+    path = tmp_path / "weights" / "yolo_nas_s_coco.pth"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(page)
+    monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
+    assert main(["weights", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"INVALID   yolo_nas_s: {path}" in out and "not a PyTorch checkpoint" in out
+    # with a trust-on-first-use record that matches, it is still refused
+    sidecar_path(path).write_text(f"{hashlib.sha256(page).hexdigest()}  {path.name}\n")
+    assert main(["weights", "verify", "yolo_nas_s"]) == 1
+    assert "INVALID" in capsys.readouterr().out
+
+
+def test_check_names_every_missing_weight_file_and_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.data import demo_clip_path
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"sources: [{{id: s, type: file, path: {demo_clip_path()}}}]\n"
+        "pipeline: [detect, track, segment]\n"
+        "segment: {model: vit_l}\n"
+    )
+    monkeypatch.setenv("STREAM_CACHE", str(tmp_path / "cache"))
+    assert main(["check", str(config)]) == WeightsError.exit_code
+    out = capsys.readouterr()
+    weights = tmp_path / "cache" / "weights"
+    assert f"weights detect.weights=yolo_nas_s: {weights / 'yolo_nas_s_coco.pth'} is missing" in out.out
+    assert f"weights segment.weights=sam_vit_l: {weights / 'sam_vit_l_0b3195.pth'} is missing" in out.out
+    assert "fetch them with: stream weights pull yolo_nas_s sam_vit_l" in out.out
+    assert "source s: file 768x576" in out.out  # the sources are still checked
+    assert "2 weight file(s) missing" in out.err and "config ok" not in out.out
+    # --random-weights needs none
+    assert main(["check", str(config), "--random-weights"]) == 0
+    assert "config ok" in capsys.readouterr().out
+
+
+def test_pull_without_names_means_what_the_demo_config_needs(tmp_path: Path) -> None:
+    from stream.commands.weights import DEMO_CONFIG, needed_weights
+    from stream.config import load_config
+
+    config = load_config(DEMO_CONFIG, [f"cache_dir={tmp_path}"], env={})
+    assert [(n.key, n.value, n.present) for n in needed_weights(config)] == [
+        ("detect.weights", "yolo_nas_s", False),
+        ("segment.weights", "sam_vit_b", False),
+    ]
