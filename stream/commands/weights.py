@@ -153,11 +153,16 @@ def needed_weights(config: Config) -> list[NeededWeights]:
 def describe_missing(needed: list[NeededWeights]) -> tuple[list[str], str | None]:
     """One line per missing checkpoint, and the one command that fetches the official ones (or None)."""
     missing = [n for n in needed if not n.present]
-    lines = [
-        f"weights {n.key}={n.value}: {n.path} is missing"
-        + ("" if n.official else " (not an official name: `stream weights import FILE --name NAME` adds it)")
-        for n in missing
-    ]
+    lines = []
+    for n in missing:
+        if n.official:  # pull may save it under either name (the mirror's safetensors, the official .pth)
+            where = " or ".join(str(n.path.parent / f) for f in OFFICIAL[n.value].filenames())
+            lines.append(f"weights {n.key}={n.value}: not in the cache ({where})")
+        else:
+            lines.append(
+                f"weights {n.key}={n.value}: {n.path} is missing (not an official name: "
+                "`stream weights import FILE --name NAME` adds it)"
+            )
     pullable = list(dict.fromkeys(n.value for n in missing if n.official))
     return lines, (f"stream weights pull {' '.join(pullable)}" if pullable else None)
 

@@ -476,6 +476,10 @@ def verify(spec: WeightSpec, cache: Path, *, check_load: bool = False) -> Verify
     if check_load:
         from stream.models.weights_check import check_architecture
 
+        if spec.family == "yolo_nas" and "super_gradients" not in sys.modules:
+            log.info(
+                "checking %s against %s: building it imports super-gradients (~25 s)", path.name, spec.arch
+            )
         try:
             info = check_architecture(path, family=spec.family, arch=spec.arch)
         except ModelError as exc:
@@ -512,8 +516,9 @@ def resolve_weights(
     if key in registry:
         path = weights_path(registry[key], cache)
         if not path.is_file():
+            where = " or ".join(str(cache / "weights" / f) for f in registry[key].filenames())
             raise WeightsError(
-                f"weights {key!r} are not in the cache ({path} is missing); fetch them with "
+                f"weights {key!r} are not in the cache ({where} is missing); fetch them with "
                 f"`stream weights pull {key}`, or pass --random-weights to run with untrained weights "
                 "(tests and benchmarks only)"
             )

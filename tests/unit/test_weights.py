@@ -352,8 +352,11 @@ def test_check_names_every_missing_weight_file_and_the_command(
     assert main(["check", str(config)]) == WeightsError.exit_code
     out = capsys.readouterr()
     weights = tmp_path / "cache" / "weights"
-    assert f"weights detect.weights=yolo_nas_s: {weights / 'yolo_nas_s_coco.pth'} is missing" in out.out
-    assert f"weights segment.weights=sam_vit_l: {weights / 'sam_vit_l_0b3195.pth'} is missing" in out.out
+    yolo = f"{weights / 'yolo-nas-s.safetensors'} or {weights / 'yolo_nas_s_coco.pth'}"
+    assert f"weights detect.weights=yolo_nas_s: not in the cache ({yolo})" in out.out
+    assert (
+        f"weights segment.weights=sam_vit_l: not in the cache ({weights / 'sam_vit_l_0b3195.pth'})" in out.out
+    )
     assert "fetch them with: stream weights pull yolo_nas_s sam_vit_l" in out.out
     assert "source s: file 768x576" in out.out  # the sources are still checked
     assert "2 weight file(s) missing" in out.err and "config ok" not in out.out

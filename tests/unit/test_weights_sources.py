@@ -25,6 +25,7 @@ from stream.cli import main
 from stream.errors import ModelError
 from stream.models.weights import DownloadError, get_spec, pull, resolve_weights, sidecar_path
 from stream.models.yolo_nas import build_network, build_yolo_nas, prepare_for_inference
+from stream.models.yolo_nas_export import load_yolo_nas
 
 REPO_PATH = "/CondadosAI/detectors"
 
@@ -111,6 +112,13 @@ def test_pull_takes_the_mirror_safetensors_and_it_loads_as_the_model(
     assert path.read_bytes() == body
     assert sidecar_path(path).read_text().split()[0] == hashlib.sha256(body).hexdigest()
     assert resolve_weights("yolo_nas_s", cache) == path
+
+    # without names: what a config needs (here a detector only), into another cache
+    config = tmp_path / "detect.yaml"
+    config.write_text("sources: [{id: s, type: synthetic}]\npipeline: [detect]\n")
+    other = tmp_path / "other"
+    assert main(["weights", "--cache-dir", str(other), "pull", "--config", str(config), "--no-progress"]) == 0
+    assert (other / "weights" / "yolo-nas-s.safetensors").read_bytes() == body
 
     capsys.readouterr()
     assert main(["weights", "verify"]) == 0
@@ -224,8 +232,11 @@ def test_import_fine_tuned_safetensors_reads_its_class_names(
     assert "yolo_nas_s, 3 classes" in capsys.readouterr().out
 
     path = resolve_weights("pets", cache)
-    model = build_yolo_nas("yolo_nas_s", checkpoint=path, device="cpu", input_size=320)
-    assert model.class_names == ("cat", "dog", "bird")
+    # what the detect stage does: build and export (miss), then load the artifact (hit)
+    for _ in range(2):
+        model = load_yolo_nas("yolo_nas_s", cache_dir=cache, checkpoint=path, device="cpu", input_size=320)
+        assert model.class_names == ("cat", "dog", "bird")
+    assert isinstance(model.module, torch.jit.ScriptModule)
     # a damaged copy in the cache is caught by verify
     path.write_bytes(path.read_bytes()[:-1] + b"x")
     assert main(["weights", "verify", "pets"]) == 1
