@@ -241,3 +241,29 @@ def test_import_fine_tuned_safetensors_reads_its_class_names(
     path.write_bytes(path.read_bytes()[:-1] + b"x")
     assert main(["weights", "verify", "pets"]) == 1
     assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_cli_pull_reports_every_failure_and_fetches_the_rest(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.models.yolo_nas import HEAD_CLS_KEY
+
+    # yolo_nas_m is cached but damaged (its trust-on-first-use record disagrees): pull refuses it;
+    # yolo_nas_s is still fetched from the mirror (a head-only file: pull checks what arrived by its head).
+    bad = tmp_path / "weights" / "yolo_nas_m_coco.pth"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"damaged")
+    sidecar_path(bad).write_text(f"{'0' * 64}  {bad.name}\n")
+    head = {HEAD_CLS_KEY: torch.zeros(80, 64, 1, 1), "heads.head1.cls_pred.bias": torch.zeros(80)}
+    hub.files[f"{REPO_PATH}/resolve/main/yolo-nas-s.safetensors"] = _safetensors(
+        tmp_path / "h.st", head, "net."
+    )
+    monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
+    monkeypatch.setenv("STREAM_WEIGHTS_MIRROR", hub.base + REPO_PATH)
+    assert main(["weights", "pull", "yolo_nas_m", "yolo_nas_s", "--no-progress"]) != 0
+    out = capsys.readouterr()
+    assert "FAILED yolo_nas_m" in out.err and "--force" in out.err
+    assert "could not fetch 1 of 2: yolo_nas_m" in out.err
+    assert f"yolo_nas_s: {tmp_path / 'weights' / 'yolo-nas-s.safetensors'}" in out.out
+    assert main(["weights", "pull", "nope"]) != 0  # unknown names are refused before anything is fetched
+    assert "unknown weights 'nope'" in capsys.readouterr().err
