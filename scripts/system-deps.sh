@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # System packages the tests need (Debian/Ubuntu), installed only when missing:
 # GStreamer's RTSP server with Python bindings, used by tests/rtsp_server.py as the
-# real RTSP server that the restream (RECORD/push) and live-source (PLAY) tests talk to.
+# real RTSP server that the restream (RECORD/push) and live-source (PLAY) tests talk to;
+# Mosquitto, the real MQTT broker the mqtt sink tests start on a free loopback port (its
+# system service is not used), and openssl for the TLS test's self-signed certificate;
+# Prometheus (and promtool), the real server that tests/deploy evaluates the Grafana
+# dashboard's queries on and checks deploy/compose/prometheus.yml with.
 # Idempotent; uses sudo only when not root. Usage: scripts/system-deps.sh
 set -euo pipefail
 
@@ -17,6 +21,9 @@ PACKAGES=(
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
   gstreamer1.0-tools
+  mosquitto
+  openssl
+  prometheus
 )
 
 if ! command -v apt-get >/dev/null 2>&1; then

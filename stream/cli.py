@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "stream.commands.bench",
     "stream.commands.subscribe",
     "stream.commands.predict",
+    "stream.commands.testing",
 )
 
 

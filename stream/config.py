@@ -174,6 +174,7 @@ class SinksConfig(_Model):
     record: dict[str, Any] = {}
     live: dict[str, Any] = {}
     restream: dict[str, Any] = {}
+    mqtt: dict[str, Any] = {}
 
 
 class TransportConfig(_Model):

@@ -1,5 +1,11 @@
-"""``/metrics`` (Prometheus text) and ``/healthz`` (JSON) served by the supervisor
-on a loopback port by default. Values come from the latest heartbeats."""
+"""``/metrics`` (Prometheus text), ``/healthz`` and ``/readyz`` (JSON) served by the
+supervisor on a loopback port by default. Values come from the latest heartbeats.
+
+``/healthz`` says whether the run is healthy (``Supervisor.health``: a liveness
+check). ``/readyz`` says whether it serves (a readiness probe): 200 only once every
+stage has loaded and warmed up its model and captures have started, 503 while a
+restarted stage waits or loads again and once a stop has begun; a camera that is
+down does not make a pipeline unready (its other cameras still run)."""
 
 from __future__ import annotations
 
@@ -65,7 +71,8 @@ class MetricsServer:
     """Serves in a daemon thread; ``port`` is the bound port (0 in config picks one)."""
 
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
-                 health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+                 health: Callable[[], tuple[bool, dict[str, Any]]],
+                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
         registry = CollectorRegistry()
         registry.register(_HeartbeatCollector(snapshot))
 
@@ -73,11 +80,11 @@ class MetricsServer:
             def do_GET(self) -> None:  # noqa: N802
                 if self.path == "/metrics":
                     body, ctype, code = generate_latest(registry), "text/plain; version=0.0.4", 200
-                elif self.path == "/healthz":
-                    ok, detail = health()
+                elif self.path in ("/healthz", "/readyz") and (probe := health if self.path == "/healthz" else ready):
+                    ok, detail = probe()
                     body, ctype, code = json.dumps(detail).encode(), "application/json", 200 if ok else 503
                 else:
-                    body, ctype, code = b"not found: try /metrics or /healthz\n", "text/plain", 404
+                    body, ctype, code = b"not found: try /metrics, /healthz or /readyz\n", "text/plain", 404
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))

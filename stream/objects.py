@@ -19,8 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stream.config import Config
 
 MASK_KINDS = ("keyframe", "propagated", "none")  # mask_kind codes 0, 1, 2
 
@@ -110,3 +114,27 @@ COCO_CLASSES = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
     "hair drier", "toothbrush",
 )
+
+
+def class_names_of(config: Config) -> tuple[str, ...]:
+    """Names indexed by class id for every output (overlay, live view, publish, record):
+    ``detect.class_names`` when given, else COCO's 80."""
+    names = config.detect.get("class_names") if isinstance(config.detect, Mapping) else config.detect.class_names
+    return tuple(names) if names else COCO_CLASSES
+
+# The official COCO category ids of the 80 detection classes, in the detector's class order
+# (COCO's ids run 1…90 with gaps: ids of classes dropped before release are unused).
+COCO80_TO_91: tuple[int, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+    31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
+    56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
+    85, 86, 87, 88, 89, 90,
+)  # fmt: skip
+
+
+def category_ids(class_names: Sequence[str]) -> tuple[int, ...]:
+    """COCO category ids for a detector's classes: the official ids for the 80 COCO
+    classes (so results compare with COCO ground truth as they are), else 1…N."""
+    if tuple(class_names) == tuple(COCO_CLASSES):
+        return COCO80_TO_91
+    return tuple(range(1, len(class_names) + 1))

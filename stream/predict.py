@@ -43,8 +43,9 @@ import numpy as np
 
 from stream import __version__
 from stream.errors import SourceError
-from stream.eval.coco_data import IMAGE_EXTENSIONS, category_ids
+from stream.imageio import IMAGE_EXTENSIONS, read_image  # noqa: F401  (read_image: part of this module's API)
 from stream.masks.crop import MaskCrop
+from stream.objects import category_ids
 
 if TYPE_CHECKING:
     from stream.models.detections import Detections
@@ -105,11 +106,12 @@ def resolve_checkpoints(opts: PredictOptions, cache: Path) -> tuple[Path | None,
 
 def load_detector(opts: PredictOptions, cache: Path, checkpoint: Path | None) -> Any:
     """A ``YoloNasDetector`` through the exported-artifact cache in ``cache/artifacts``."""
+    from stream.models.weights import artifacts_dir
     from stream.models.yolo_nas_detector import YoloNasDetector
     from stream.models.yolo_nas_export import load_yolo_nas
 
     model = load_yolo_nas(
-        opts.model, cache_dir=Path(cache) / "artifacts", checkpoint=checkpoint,
+        opts.model, cache_dir=artifacts_dir(cache), checkpoint=checkpoint,
         random_seed=opts.seed if checkpoint is None else None, device=opts.device, input_size=opts.input_size,
     )  # fmt: skip
     if checkpoint is None:
@@ -165,19 +167,6 @@ def collect_images(paths: Iterable[Path]) -> tuple[list[Path], list[Skipped]]:
                 seen.add(key)
                 files.append(e)
     return files, skipped
-
-
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR pixels of an image file. SourceError naming the file when it
-    cannot be read or decoded (corrupt, truncated, not an image)."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # also for non-ASCII paths, unlike cv2.imread
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None or image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise SourceError(f"{path}: not a readable image (corrupt, truncated or not an image format)")
-    return image
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -302,7 +291,7 @@ class _CocoWriter:
         self.areas: list[float] = []  # per result: mask area in pixels (box area without masks)
 
     def add(self, path: Path, annotated: str, pred: ImagePrediction) -> int:
-        from stream.masks.rle import encode
+        from stream.masks.rle import encode_crop
 
         image_id = len(self.images) + 1
         height, width = pred.image.shape[:2]
@@ -311,7 +300,6 @@ class _CocoWriter:
              "annotated": annotated}
         )  # fmt: skip
         det = pred.detections
-        canvas = np.zeros((height, width), dtype=np.uint8, order="F") if pred.masks is not None else None
         for i in range(len(det.boxes)):
             x0, y0, x1, y1 = (float(v) for v in det.boxes[i])
             r: dict[str, Any] = {
@@ -320,14 +308,10 @@ class _CocoWriter:
                 "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                 "score": round(float(det.scores[i]), 5),
             }
-            if canvas is not None and pred.masks is not None:
+            if pred.masks is not None:
                 crop = pred.masks[i]
-                crop.paste_into(canvas.view(bool))
-                r["segmentation"] = encode(canvas)
+                r["segmentation"] = encode_crop(crop, height, width)
                 self.areas.append(float(crop.area))
-                if not crop.is_empty:  # clear the canvas for the next object
-                    cx0, cy0, cx1, cy1 = crop.rect
-                    canvas[max(cy0, 0) : max(cy1, 0), max(cx0, 0) : max(cx1, 0)] = 0
             else:
                 self.areas.append(round((x1 - x0) * (y1 - y0), 2))
             self.results.append(r)

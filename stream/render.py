@@ -19,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
@@ -27,7 +26,8 @@ from pydantic import Field
 
 from stream.config import Config, StrictModel, validate_section
 from stream.messages import Frame
-from stream.objects import COCO_CLASSES, FrameObjects
+from stream.objects import COCO_CLASSES, FrameObjects, class_names_of
+from stream.rate import RateMeter
 
 BANNER_BGR = (0, 0, 200)
 BANNER_TEXT = "RANDOM WEIGHTS - not real detections"
@@ -65,8 +65,7 @@ def track_colour(key: int) -> tuple[int, int, int]:
 class _SourceState:
     frames: int = 0
     last_seq: int = -1
-    last_time: float = 0.0
-    fps: float = 0.0
+    rate: RateMeter = field(default_factory=RateMeter)
     traces: dict[int, deque[tuple[int, int]]] = field(default_factory=dict)
     last_seen: dict[int, int] = field(default_factory=dict)
 
@@ -105,7 +104,8 @@ class Annotator:
         if cfg.masks and objs.masks is not None:
             self._draw_masks(out, objs, keys)
         if cfg.traces and objs.track_ids is not None:
-            self._draw_traces(out, state, objs.track_ids, boxes)
+            self._update_traces(state, objs.track_ids, boxes)
+            self._draw_traces(out, state)
         if cfg.boxes or cfg.labels:
             self._draw_boxes(out, objs, boxes, keys)
         if cfg.status:
@@ -113,6 +113,21 @@ class Annotator:
         if frame.header.random_weights:
             self._draw_banner(out)
         return out
+
+    def observe(self, frame: Frame) -> None:
+        """Keep ``frame``'s source state (rate, traces) without drawing it: for the frames no
+        viewer, recording or re-stream needs pictures of, so that the next drawn frame shows
+        the same fps and traces as if every frame had been drawn. Touches no pixels."""
+        state = self._state(frame)
+        objs = FrameObjects.from_arrays(frame.arrays)
+        if self.config.traces and objs.track_ids is not None and frame.image is not None:
+            height, width = frame.image.shape[:2]
+            self._update_traces(state, objs.track_ids, _safe_boxes(objs.boxes, width, height))
+
+    def fps(self, source: str) -> float:
+        """Frames per second of ``source`` as the status line shows it (stream.rate)."""
+        state = self._sources.get(source)
+        return state.rate.fps() if state is not None else 0.0
 
     def trace_count(self, source: str) -> int:
         """Tracks of ``source`` whose trace is kept (bounded by trace_ttl_frames)."""
@@ -128,13 +143,7 @@ class Annotator:
         state = self._sources.get(frame.source)
         if state is None or frame.seq <= state.last_seq:  # new source, or it restarted
             state = self._sources[frame.source] = _SourceState()
-        now = time.monotonic()
-        if state.last_time:
-            dt = now - state.last_time
-            if dt > 0:
-                inst = 1.0 / dt
-                state.fps = inst if state.fps == 0 else 0.9 * state.fps + 0.1 * inst
-        state.last_time = now
+        state.rate.tick()
         state.last_seq = frame.seq
         state.frames += 1
         return state
@@ -180,9 +189,7 @@ class Annotator:
             scaled = cv2.convertScaleAbs(region, alpha=1.0 - alpha)
             cv2.add(scaled, tint, dst=region, mask=crop)
 
-    def _draw_traces(
-        self, out: np.ndarray, state: _SourceState, track_ids: np.ndarray, boxes: np.ndarray
-    ) -> None:
+    def _update_traces(self, state: _SourceState, track_ids: np.ndarray, boxes: np.ndarray) -> None:
         cfg = self.config
         now = state.frames
         for tid, box in zip(track_ids.tolist(), boxes, strict=False):
@@ -196,6 +203,10 @@ class Annotator:
         for tid in [t for t, seen in state.last_seen.items() if now - seen >= cfg.trace_ttl_frames]:
             del state.last_seen[tid]
             del state.traces[tid]
+
+    def _draw_traces(self, out: np.ndarray, state: _SourceState) -> None:
+        cfg = self.config
+        now = state.frames
         for tid, trace in state.traces.items():
             if len(trace) > 1 and state.last_seen[tid] == now:
                 pts = np.array(trace, np.int32).reshape(-1, 1, 2)
@@ -224,7 +235,7 @@ class Annotator:
     def _draw_status(self, out: np.ndarray, frame: Frame, objs: FrameObjects, state: _SourceState) -> None:
         h = frame.header
         latency_ms = (time.time_ns() - h.capture_ns) / 1e6
-        text = f"{h.source}  seq {h.seq}  {state.fps:5.1f} fps  latency {latency_ms:6.1f} ms  {len(objs)} objects"
+        text = f"{h.source}  seq {h.seq}  {state.rate.fps():5.1f} fps  latency {latency_ms:6.1f} ms  {len(objs)} objects"
         if objs.masks is not None and len(objs.masks) and bool((objs.masks.kind == 0).any()):
             text += "  [KEYFRAME]"
         scale = self.config.font_scale
@@ -283,7 +294,6 @@ def _safe_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def build_annotator(config: Config) -> Annotator:
     """The Annotator for ``config.render`` (see RenderConfig); class names from
-    ``config.detect['class_names']`` or COCO's 80. Raises ConfigError."""
+    ``class_names_of(config)``. Raises ConfigError."""
     cfg = validate_section(RenderConfig, config.render, "render")
-    names: Any = config.detect.get("class_names") or COCO_CLASSES
-    return Annotator(cfg, names)
+    return Annotator(cfg, class_names_of(config))

@@ -52,6 +52,7 @@ from stream.messages import (
     encode_frame,
     encode_message,
 )
+from stream.report import percentile
 from stream.transport import FrameRing, RingCache, open_socket, recv_parts, send_parts
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class WorkerSpec:
 
 
 class LatencyWindow:
-    """Rolling window of durations (ms) → (p50, p99)."""
+    """Rolling window of durations (ms) → (p50, p99), by ``stream.report.percentile``."""
 
     def __init__(self, size: int = 1024) -> None:
         self._values: deque[float] = deque(maxlen=size)
@@ -122,8 +123,8 @@ class LatencyWindow:
     def quantiles(self) -> tuple[float, float]:
         if not self._values:
             return (0.0, 0.0)
-        data = sorted(self._values)
-        return (data[len(data) // 2], data[min(len(data) - 1, int(len(data) * 0.99))])
+        data = list(self._values)
+        return (percentile(data, 50), percentile(data, 99))
 
 
 @dataclass

@@ -108,7 +108,7 @@ class Supervisor:
         self.ctl_sock = open_socket(self._zctx, f"pub+bind:{self._ctl_ep}", hwm=100)
         self._build_procs(infos)
         if cfg.metrics.enabled:
-            self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health)
+            self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health, self.ready)
 
     def _endpoint(self, name: str) -> str:
         t = self.config.transport
@@ -399,6 +399,20 @@ class Supervisor:
                                    "frames_out": v["frames_out"]}
                                for k, v in snap["stages"].items()},
                     "sources": dict(self._source_states)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready to serve (a readiness probe): every stage has loaded and warmed up its
+        model (heartbeat state running or done; not waiting to be restarted), captures are
+        started, and no stop is under way. Apart from health(): a camera that is down does
+        not make the pipeline unready."""
+        with self._lock:
+            waiting = [p.name for p in self.procs if not p.is_capture and not p.finished and (
+                p.restart_at is not None or p.hb is None or p.hb.state not in ("running", "done"))]
+            captures = any(p.is_capture and p.popen is not None for p in self.procs)
+        ok = not waiting and captures and not self._stopping
+        why = "stopping" if self._stopping else ("stages not ready: " + ", ".join(waiting) if waiting else
+                                                  ("starting captures" if not captures else ""))
+        return ok, {"ready": ok, "run": self.run_id, **({"waiting": why} if why else {})}
 
 
 def run_pipeline(config: Config, *, log_level: str = "info") -> RunSummary:

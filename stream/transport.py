@@ -25,7 +25,7 @@ import mmap
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,12 @@ class FrameRing:
         self._head = head
         self._table = np.ndarray((self.slots, _SLOT_FIELDS), dtype=np.int64, buffer=mm, offset=_HEADER_BYTES)
         self._data_offset = _align(_HEADER_BYTES + self.slots * _SLOT_FIELDS * 8)
+
+    @staticmethod
+    def nbytes(slots: int, slot_bytes: int) -> int:
+        """Bytes of /dev/shm that ``create(path, slots, slot_bytes)`` takes: a 4 KiB header and
+        slot table, then ``slots`` slots of ``slot_bytes`` (a frame: width·height·3) rounded up to 4 KiB."""
+        return _align(_HEADER_BYTES + slots * _SLOT_FIELDS * 8) + slots * _align(slot_bytes)
 
     @classmethod
     def create(cls, path: Path, slots: int, slot_bytes: int) -> FrameRing:
@@ -442,14 +448,15 @@ def publish(sock: zmq.Socket[Any], topic: bytes, payload: bytes) -> bool:
 
 def open_subscriber(
     ctx: zmq.Context[Any],
-    address: str,
+    address: str | Sequence[str],
     *,
     topics: tuple[bytes, ...] = (b"",),
     hwm: int = 1000,
     curve_keys: tuple[bytes, bytes] | None = None,
     server_public_key: bytes | None = None,
 ) -> zmq.Socket[Any]:
-    """Connect a SUB socket to a publisher, subscribed to ``topics`` (topic = source
+    """Connect a SUB socket to a publisher (or to several: one socket fair-queues them,
+    e.g. every shard of a sharded deployment), subscribed to ``topics`` (topic = source
     id; b"" = all). curve_keys: this client's (public, secret) z85 keys, with the
     server's public key: CURVE on. A refused client simply receives nothing."""
     sock = ctx.socket(zmq.SUB)
@@ -466,11 +473,12 @@ def open_subscriber(
         sock.setsockopt(zmq.CURVE_SERVERKEY, server_public_key)
     for t in topics:
         sock.setsockopt(zmq.SUBSCRIBE, t)
-    try:
-        sock.connect(address)
-    except zmq.ZMQError as exc:
-        sock.close()
-        raise TransportError(
-            f"cannot connect subscriber to {address}: {exc.strerror} (expected tcp://HOST:PORT or ipc://PATH)"
-        ) from exc
+    for one in [address] if isinstance(address, str) else address:
+        try:
+            sock.connect(one)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise TransportError(
+                f"cannot connect subscriber to {one}: {exc.strerror} (expected tcp://HOST:PORT or ipc://PATH)"
+            ) from exc
     return sock

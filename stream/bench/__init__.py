@@ -14,11 +14,12 @@ the same run as their reference so that ratios are meaningful on a noisy host.
 from __future__ import annotations
 
 import json
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from stream.report import median, percentile  # noqa: F401  (the benchmarks' figures: one definition)
 
 BENCHMARKS = ("transport", "detect", "track", "segment", "outputs", "sources", "preprocess", "pipeline")
 
@@ -33,44 +34,6 @@ class BenchResult:
 
     def to_json(self) -> str:
         return json.dumps({**self.summary, "rows": self.rows})
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """q in [0, 100]; linear interpolation; nan for no values."""
-    if not values:
-        return float("nan")
-    data = sorted(values)
-    if len(data) == 1:
-        return float(data[0])
-    pos = (len(data) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return float(data[lo] + (data[hi] - data[lo]) * (pos - lo))
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain aligned text table; floats with 3 significant decimals."""
-    if not rows:
-        return "(no rows)"
-    keys: list[str] = []
-    for row in rows:
-        keys.extend(k for k in row if k not in keys)
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
-        return "" if v is None else str(v)
-
-    cells = [[cell(r.get(k)) for k in keys] for r in rows]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
-    return "\n".join(lines)
 
 
 def time_pair(ours: Callable[[], object], reference: Callable[[], object], iters: int, warmup: int,

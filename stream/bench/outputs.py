@@ -7,7 +7,7 @@
   frames vs the publish sink's crop path (same counts, checked here).
 - publish: ``PublishSink.write`` to a real PUB socket on loopback with a
   subscriber connected: ms per frame, records/s back to back, bytes per frame.
-- record: if ``stream.sinks.record`` defines ``bench_encode(args)``, its row(s).
+- record: the recorder's encode + mux + sidecar per frame (``stream.bench.record``).
 
 Summary keys: render_ms_p50, publish_ms_p50, publish_records_s, bytes_per_frame,
 render_plus_publish_ms (goal: under 10 ms on this CPU), mask_rle_full_ms,
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from importlib import import_module
 from typing import Any
 
 import cv2
@@ -141,7 +140,7 @@ def _row(
 def _bench_rle(frames: list[Frame], full_frames: int) -> tuple[list[dict[str, Any]], float, float]:
     from stream.masks import rle
     from stream.objects import FrameObjects
-    from stream.sinks.publish import crop_to_rle, frame_size
+    from stream.sinks.publish import frame_size
 
     def masks_of(frame: Frame) -> tuple[ObjectMasks, int, int]:
         m = FrameObjects.from_arrays(frame.arrays).masks
@@ -157,7 +156,7 @@ def _bench_rle(frames: list[Frame], full_frames: int) -> tuple[list[dict[str, An
     def crop(frame: Frame) -> list[str]:
         m, h, w = masks_of(frame)
         return [
-            crop_to_rle(m.crop(i), int(m.crop_boxes[i, 0]), int(m.crop_boxes[i, 1]), h, w).counts
+            rle.crop_counts(m.crop(i), int(m.crop_boxes[i, 0]), int(m.crop_boxes[i, 1]), h, w)
             for i in range(len(m))
         ]
 
@@ -247,17 +246,10 @@ def run(args: argparse.Namespace) -> BenchResult:
     result.rows.extend(rle_rows)
     pub_row, pub_p50, records_s, bytes_per_frame, pub_cpu = _bench_publish(frames)
     result.rows.append(pub_row)
-    try:
-        record = import_module("stream.sinks.record")
-    except ModuleNotFoundError as exc:
-        if exc.name != "stream.sinks.record":
-            raise
-        record = None
-    bench_encode = getattr(record, "bench_encode", None)
-    if bench_encode is not None and not args.no_record:
-        extra = bench_encode(args)
-        for row in extra if isinstance(extra, list) else [extra]:
-            result.rows.append({"part": "record", "variant": "encode", **row})
+    if not args.no_record:
+        from stream.bench.record import bench_encode
+
+        result.rows.append({"part": "record", "variant": "encode", **bench_encode(args)})
     render_p50 = percentile(t_render, 50)
     result.summary = {
         "render_ms_p50": render_p50,

@@ -6,7 +6,8 @@ import argparse
 from importlib import import_module
 from typing import Any
 
-from stream.bench import BENCHMARKS, format_table
+from stream.bench import BENCHMARKS
+from stream.report import format_table
 
 
 def register(sub: Any) -> None:

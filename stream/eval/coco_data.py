@@ -30,7 +30,7 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,30 +39,10 @@ import numpy as np
 import yaml
 
 from stream.errors import SourceError
+from stream.imageio import IMAGE_EXTENSIONS, read_image
+from stream.objects import COCO80_TO_91, category_ids  # noqa: F401  (re-exported for eval users)
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp")
-
-# The official COCO category ids of the 80 detection classes, in the detector's class order
-# (COCO's ids run 1…90 with gaps: ids of classes dropped before release are unused).
-COCO80_TO_91: tuple[int, ...] = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
-    31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
-    56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
-    85, 86, 87, 88, 89, 90,
-)  # fmt: skip
-
-
-def category_ids(class_names: Sequence[str]) -> tuple[int, ...]:
-    """COCO category ids for a detector's classes: the official ids for the 80 COCO
-    classes (so results compare with COCO ground truth as they are), else 1…N."""
-    from stream.objects import COCO_CLASSES
-
-    if tuple(class_names) == tuple(COCO_CLASSES):
-        return COCO80_TO_91
-    return tuple(range(1, len(class_names) + 1))
-
 
 def quiet_coco(dataset: dict[str, Any]) -> Any:
     """A pycocotools ``COCO`` built from a dataset dict in memory, without its prints."""
@@ -318,7 +298,6 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         w, h = -1, -1
     if w > 0 and h > 0:
         return int(w), int(h)
-    from stream.predict import read_image
 
     try:
         img = read_image(path)

@@ -310,7 +310,7 @@ def summary(m: Any, ds: DetectionDataset, args: argparse.Namespace, n_pred: int,
 
 
 def _print_report(s: dict[str, Any]) -> None:
-    from stream.bench import format_table
+    from stream.report import format_table
 
     if s["random_weights"]:
         print("RANDOM WEIGHTS: the detector is untrained; these numbers are NOT its accuracy")

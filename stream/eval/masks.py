@@ -334,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(out))
         return 0
-    from stream.bench import format_table
+    from stream.report import format_table
 
     rows = [
         {

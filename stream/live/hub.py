@@ -26,6 +26,7 @@ import numpy as np
 
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects
+from stream.rate import RateMeter
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Jpeg:
 @dataclass
 class _Channel:
     """Per-source state; every field is guarded by ``cond`` except the ones only the
-    pipeline thread touches (``next_due``, the fps window)."""
+    pipeline thread touches (``next_due``, the rate meter)."""
 
     source: str
     cond: threading.Condition = field(default_factory=threading.Condition)
@@ -51,9 +52,7 @@ class _Channel:
     jpeg_version: int = 0
     pending: tuple[np.ndarray, int, int] | None = None  # (image copy, seq, capture_ns) for the encoder
     next_due: float = 0.0  # monotonic s: earliest time of the next throttled update
-    fps: float = 0.0
-    window_start: float = 0.0
-    window_frames: int = 0
+    rate: RateMeter = field(default_factory=RateMeter)
     ended: bool = False
 
 
@@ -108,11 +107,7 @@ class LiveHub:
             return
         now = time.monotonic()
         ch.ended = False
-        ch.window_frames += 1
-        if now - ch.window_start >= 1.0:
-            if ch.window_start:
-                ch.fps = ch.window_frames / (now - ch.window_start)
-            ch.window_start, ch.window_frames = now, 0
+        ch.rate.tick(now)
         if now < ch.next_due:
             return
         ch.next_due = max(ch.next_due + 1.0 / self.max_fps, now)
@@ -160,7 +155,7 @@ class LiveHub:
             "source": h.source,
             "seq": h.seq,
             "pts": h.pts,
-            "fps": round(ch.fps, 1),
+            "fps": round(ch.rate.fps(), 1),
             "latency_ms": round((time.time_ns() - h.capture_ns) / 1e6, 1),
             "random_weights": h.random_weights,
             "ended": False,
@@ -217,6 +212,11 @@ class LiveHub:
     def viewers(self, source: str) -> int:
         return self._channels[source].viewers
 
+    def watched(self, source: str) -> bool:
+        """True while a client watches ``source``'s pictures (unknown sources: False)."""
+        ch = self._channels.get(source)
+        return ch is not None and ch.viewers > 0
+
     def watch(self, source: str) -> None:
         """A client started watching ``source``'s pictures (pair with ``unwatch``)."""
         ch = self._channels[source]
@@ -265,7 +265,7 @@ class LiveHub:
             {
                 "id": ch.source,
                 "stream": f"/stream/{ch.source}.mjpg",
-                "fps": round(ch.fps, 1),
+                "fps": round(ch.rate.fps(), 1),
                 "viewers": ch.viewers,
                 "ended": ch.ended,
             }

@@ -25,8 +25,55 @@ def encode(mask: np.ndarray) -> dict[str, Any]:
 
 
 def encode_crop(crop: MaskCrop, height: int, width: int) -> dict[str, Any]:
-    """RLE of ``crop`` pasted into a (height, width) frame."""
-    return encode(crop.to_full(height, width))
+    """RLE of ``crop`` pasted into a (height, width) frame, computed from the crop alone
+    (no full-frame mask is built): the one path for publish, record and predict."""
+    return {"size": [int(height), int(width)], "counts": crop_counts(crop.mask, crop.x0, crop.y0, height, width)}
+
+
+def crop_counts(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> str:
+    """COCO RLE counts of a (height, width) frame that is False except for ``crop``.
+
+    crop: (h, w) bool, crop[0, 0] at source-image pixel (x0, y0); parts outside
+    the frame are clipped. Equal (same counts string) to pycocotools' encoding of
+    the full mask, computed from the crop's runs: COCO counts are column-major, so
+    a run in crop column c at row r starts at full index (x0 + c) * height + y0 + r.
+    """
+    h, w = crop.shape
+    cx0, cy0 = max(0, -x0), max(0, -y0)
+    cx1, cy1 = min(w, width - x0), min(h, height - y0)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return _compress([height * width], height, width)
+    crop = crop[cy0:cy1, cx0:cx1]
+    x0, y0 = x0 + cx0, y0 + cy0
+    h, w = crop.shape
+    # a False row above and below, so that no run crosses from one column to the next;
+    # transitions found row-major (contiguous, fast), then put in column-major order
+    padded = np.zeros((h + 2, w), np.uint8)
+    padded[1:-1] = crop
+    edges = np.flatnonzero(padded[1:] != padded[:-1])  # run starts and ends, alternating per column
+    if edges.size == 0:
+        return _compress([height * width], height, width)
+    rows, cols = np.divmod(edges, w)
+    full = (cols + x0) * height + (rows + y0)
+    full.sort()
+    if full.size > 2:  # a run ending at the bottom edge and one starting at the top of the next column
+        touching = np.flatnonzero(full[1:-1:2] == full[2::2])
+        if touching.size:
+            keep = np.ones(full.size, bool)
+            keep[2 * touching + 1] = False
+            keep[2 * touching + 2] = False
+            full = full[keep]
+    bounds = np.empty(full.size + 2, np.int64)
+    bounds[0], bounds[1:-1], bounds[-1] = 0, full, height * width
+    counts = np.diff(bounds)
+    if counts[-1] == 0:  # the last pixel is set: no trailing empty run, as pycocotools writes it
+        counts = counts[:-1]
+    return _compress(counts.tolist(), height, width)
+
+
+def _compress(counts: list[int], height: int, width: int) -> str:
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return rle["counts"].decode("ascii")  # type: ignore[no-any-return]
 
 
 def decode(rle: dict[str, Any]) -> np.ndarray:

@@ -198,6 +198,12 @@ def cache_dir(env: Mapping[str, str]) -> Path:
     return Path.home() / ".cache" / "stream"
 
 
+def artifacts_dir(cache: str | Path) -> Path:
+    """Where exported model artifacts live under the cache root: one place for the
+    pipeline, image mode and the benchmarks, so a benchmark times the pipeline's own artifact."""
+    return Path(cache) / "artifacts"
+
+
 def weights_path(spec: WeightSpec, cache: Path) -> Path:
     """Where ``spec`` lives in the cache: the first of its file names that is there, else the official one."""
     for name in spec.filenames():

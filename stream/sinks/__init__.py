@@ -1,4 +1,4 @@
-"""Sinks: where frames leave the pipeline (debug JSONL, publish, record, live view).
+"""Sinks: where frames leave the pipeline (debug JSONL, publish, record, live view, mqtt).
 
 A sink is configured once and called per frame from the output stage::
 

@@ -1,7 +1,8 @@
 """Debug sink: one JSON line per frame with its identity and stage timestamps.
 
 Line: {"source", "seq", "pts", "time_base": [num, den], "capture_ns",
-"stamps": [[stage, ns], …], "random_weights", "objects": N (when boxes exist)}.
+"stamps": [[stage, ns], …], "random_weights", "objects": N (when boxes exist),
+"track_ids": [id, …] (when the frame was tracked)}.
 The file is line-buffered, so a crash loses at most the line being written.
 """
 
@@ -30,6 +31,8 @@ class JsonlSink:
         }
         if "boxes" in frame.arrays:
             record["objects"] = int(frame.arrays["boxes"].shape[0])
+        if "track_ids" in frame.arrays:
+            record["track_ids"] = [int(t) for t in frame.arrays["track_ids"]]
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def end_source(self, source: str) -> None:

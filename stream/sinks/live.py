@@ -20,6 +20,7 @@ copies a picture only when someone watches that source and the source is due
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from pydantic import Field, SecretStr
 
@@ -28,6 +29,7 @@ from stream.errors import ConfigError
 from stream.live.hub import LiveHub
 from stream.live.server import LiveServer, is_loopback
 from stream.messages import Frame
+from stream.objects import COCO_CLASSES, class_names_of
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class LiveSink:
     """Feeds the live view. Binds and starts serving on construction.
 
     sources: the configured source ids (requests for any other id get 404).
+    class_names: names indexed by class id, as every other output names them.
     Raises ConfigError when the host is not loopback and no token is set, and
     TransportError (naming sinks.live.port) when the port cannot be bound.
     """
@@ -56,7 +59,9 @@ class LiveSink:
     name = "live"
     wants_annotated = True  # gets frames whose .image is the annotated picture
 
-    def __init__(self, params: LiveConfig, sources: list[str]) -> None:
+    def __init__(
+        self, params: LiveConfig, sources: list[str], class_names: Sequence[str] = COCO_CLASSES
+    ) -> None:
         token = params.token.get_secret_value() if params.token is not None else ""
         if not token.strip():
             if not is_loopback(params.host):
@@ -78,7 +83,9 @@ class LiveSink:
                 _MIN_TOKEN_CHARS,
             )
         self.params = params
-        self.hub = LiveHub(sources, max_fps=params.max_fps, jpeg_quality=params.jpeg_quality)
+        self.hub = LiveHub(
+            sources, max_fps=params.max_fps, jpeg_quality=params.jpeg_quality, class_names=class_names
+        )
         try:
             self.server = LiveServer(self.hub, params.host, params.port, token or None)
         except BaseException:
@@ -98,6 +105,11 @@ class LiveSink:
     @property
     def port(self) -> int:
         return self.server.port
+
+    def needs_picture(self, source: str) -> bool:
+        """The annotated picture is drawn only while someone watches ``source``; without
+        viewers the sink still gets every frame (for the object list), unannotated."""
+        return self.hub.watched(source)
 
     def write(self, frame: Frame) -> None:
         self.hub.offer(frame)
@@ -119,4 +131,4 @@ def build(section: dict, config: Config) -> LiveSink:
             "config error: sinks.live.token: must be a string (quote it in YAML, or use ${ENV:NAME})"
         )
     params = validate_section(LiveConfig, section, "sinks.live")
-    return LiveSink(params, [s.id for s in config.sources])
+    return LiveSink(params, [s.id for s in config.sources], class_names_of(config))

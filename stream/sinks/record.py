@@ -21,17 +21,19 @@ Files: ``<root>/<source>/<UTC start>_<first seq>.mp4`` + ``.jsonl`` (see
 Encoding never stalls the pipeline: ``write`` copies the picture into a bounded
 queue per source, drained by one encoder thread per source; when the queue is
 full the frame is dropped for the recording (counted, logged once a second). A
-new segment starts after ``segment_s``, on a change of picture size, when pts
-go backwards, after ``reset(source)`` and after ``end_source``.
+new segment starts after ``segment_s``, on a change of picture size, after
+``reset(source)`` and after ``end_source``. A frame whose pts repeats or goes
+backwards (broken AVI timestamps) is re-stamped one frame interval after the previous
+one, inside the same segment (its sidecar line keeps the source pts and says
+``"restamped": true``; ``t`` is its time in the video).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -88,6 +90,10 @@ class _SourceRecorder:
         self.frames = 0
         self.segments = 0
         self.errors = 0
+        self.restamped = 0
+        self._offset = 0  # added to source pts in this segment, grown at each backward step
+        self._steps: deque[int] = deque(maxlen=16)  # the source's recent forward pts steps
+        self._last_src: int | None = None
         self._last_error_log = -1e9
         self.worker = BackgroundWorker(
             f"record {source}", self.handle, maxsize=sink.config.queue_size, on_stop=self.finish
@@ -100,22 +106,25 @@ class _SourceRecorder:
         h, seg, cfg = item.header, self.segment, self.sink.config
         width, height = even_size(item.image.shape[1], item.image.shape[0])
         tb = Fraction(*h.time_base)
+        pts, restamped = h.pts, False
         if seg is not None:
-            if h.pts == seg.last_pts:
-                self.worker.count_drop(h.source, h.seq, "same pts as the previous frame")
-                return
+            pts, restamped = self._video_pts(h.pts, seg.last_pts, tb)
             why = (
                 "picture size changed"
                 if (width, height) != (seg.width, seg.height) or tb != seg.time_base
-                else "pts went backwards"
-                if h.pts < seg.last_pts
                 else "segment length reached"
-                if float((h.pts - seg.pts0) * tb) >= cfg.segment_s
+                if float((pts - seg.pts0) * tb) >= cfg.segment_s
                 else ""
             )
             if why:
                 log.debug("source=%s seq=%d record: new segment (%s)", h.source, h.seq, why)
                 self.finish()
+                pts, restamped = h.pts, False
+        if self.segment is None:
+            self._offset = 0
+        if self._last_src is not None and h.pts > self._last_src:
+            self._steps.append(h.pts - self._last_src)  # the source's own frame intervals
+        self._last_src = h.pts
         record = {
             "source": h.source,
             "seq": h.seq,
@@ -123,14 +132,31 @@ class _SourceRecorder:
             "time_base": list(h.time_base),
             "capture_ns": h.capture_ns,
         }
+        if restamped:
+            record["restamped"] = True
         try:
             if self.segment is None:
                 self.segment = self.open(item, width, height, tb)
-            self.segment.add(item.image, h.pts, record, item.arrays)
+            self.segment.add(item.image, pts, record, item.arrays)
             self.frames += 1
         except (StreamError, av.FFmpegError, OSError, ValueError) as exc:
             self.failed(h, exc)
         self.sink.maybe_retain()
+
+    def _video_pts(self, src_pts: int, last_pts: int, tb: Fraction) -> tuple[int, bool]:
+        """The pts this frame gets in the open segment's video: the source's pts plus the
+        segment's offset; when that does not move forward (the source's pts repeated or went
+        backwards), the frame is re-stamped one frame interval after the previous one and the
+        offset grows, so the frames after it keep their spacing. Nothing is dropped and no
+        segment is cut."""
+        pts = src_pts + self._offset
+        if pts > last_pts:
+            return pts, False
+        # one frame interval: the median of the source's recent forward steps (unknown yet: 1/30 s)
+        step = int(np.median(self._steps)) if self._steps else max(1, round(1 / (30 * tb)))
+        self._offset += last_pts + step - pts
+        self.restamped += 1
+        return last_pts + step, True
 
     def failed(self, h: FrameHeader, exc: BaseException) -> None:
         """A frame could not be recorded: log (at most every 10 s), drop the segment, go on."""
@@ -222,6 +248,14 @@ class RecordSink:
 
     # -- called by the output stage (pipeline thread); never blocks on encoding
 
+    def needs_picture(self, source: str) -> bool:
+        """False for a source this sink does not record, or whose encoder queue is full (the
+        frame would be dropped): no picture is drawn for it."""
+        if self.config.sources is not None and source not in self.config.sources:
+            return False
+        rec = self._recorders.get(source)
+        return rec is None or not rec.worker.would_drop()
+
     def write(self, frame: Frame) -> None:
         if self.config.sources is not None and frame.source not in self.config.sources:
             return
@@ -305,56 +339,3 @@ def build(section: dict[str, Any], config: Config) -> RecordSink:
     for source in cfg.sources if cfg.sources is not None else known:
         source_dir(sink.root, source)  # refuse a directory that escapes the root now, not mid-run
     return sink
-
-
-def bench_encode(args: argparse.Namespace) -> dict[str, Any]:
-    """Encode synthetic moving frames into a real segment (encode + fragmented MP4 mux +
-    sidecar, the recorder's whole per-frame path on its thread) and time it.
-
-    args (all optional): width (1920), height (1080), frames (120), codec
-    ('libx264'; 'auto' probes NVENC), preset ('ultrafast'), crf (23), fragment_s (1.0).
-    Returns {"encoder", "preset", "width", "height", "frames", "fps", "ms_per_frame",
-    "mbit_per_s" (at 25 fps)}."""
-    width, height = int(getattr(args, "width", 1920)), int(getattr(args, "height", 1080))
-    n = int(getattr(args, "frames", 120))
-    enc = EncoderConfig(  # type: ignore[call-arg]
-        codec=getattr(args, "codec", "libx264"),
-        preset=getattr(args, "preset", "ultrafast"),
-        crf=int(getattr(args, "crf", 23)),
-    )
-    codec = resolve_codec(enc.codec, "bench record")
-    import cv2
-
-    rng = np.random.default_rng(0)  # a smooth random scene scrolling 8 px a frame
-    coarse = rng.integers(0, 256, (height // 16, (width + 64 * 8) // 16, 3), dtype=np.uint8)
-    texture = cv2.resize(coarse, (width + 64 * 8, height), interpolation=cv2.INTER_CUBIC)
-    images = [np.ascontiguousarray(texture[:, 8 * (i % 64) : 8 * (i % 64) + width]) for i in range(16)]
-    tb = Fraction(1, 25)
-    with tempfile.TemporaryDirectory() as tmp:
-        seg = Segment(
-            Path(tmp) / "bench.mp4",
-            Path(tmp) / "bench.jsonl",
-            codec=codec,
-            width=width,
-            height=height,
-            time_base=tb,
-            pts0=0,
-            fragment_s=float(getattr(args, "fragment_s", 1.0)),
-            encoder=enc,
-        )
-        t0 = time.perf_counter()
-        for i in range(n):
-            seg.add(images[i % len(images)], i, {"seq": i, "pts": i}, {})
-        seg.close()
-        elapsed = time.perf_counter() - t0
-        size = seg.mp4.stat().st_size
-    return {
-        "encoder": codec,
-        "preset": enc.preset if codec == "libx264" else enc.nvenc_preset,
-        "width": width,
-        "height": height,
-        "frames": n,
-        "fps": n / elapsed,
-        "ms_per_frame": 1000 * elapsed / n,
-        "mbit_per_s": size * 8 / (n / 25) / 1e6,
-    }

@@ -14,7 +14,8 @@ TCP connection by default (FFmpeg's ``rtsp`` muxer through PyAV). Config
 
 ``{source}`` in the url is replaced by the source id; without it only one source
 may be pushed (``sources``). Credentials in the url are never logged: every log
-line shows the url as ``rtsp://user:***@host/…``.
+line shows the url as ``rtsp://user:***@host/…`` (``stream.redact``; token-like query values
+are masked too).
 
 Pushing never blocks the pipeline: frames go through a bounded queue to one
 thread per source that encodes and sends. When the server is down or the
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
@@ -40,6 +41,7 @@ from pydantic import Field
 from stream.config import Config, StrictModel, validate_section
 from stream.errors import ConfigError
 from stream.messages import Frame, FrameHeader
+from stream.redact import Scrubber, mask_url
 from stream.sinks.background import BackgroundWorker
 from stream.sinks.h264 import (
     EncoderConfig,
@@ -65,22 +67,6 @@ class RestreamConfig(StrictModel):
     retry_initial_s: float = Field(default=1.0, gt=0, le=600)
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)
     encoder: EncoderConfig = EncoderConfig(bitrate_kbps=4000)  # type: ignore[call-arg]
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (rtsp://user:***@host:port/path)."""
-    try:
-        parts = urlsplit(url)
-        password, user, host, port = parts.password, parts.username, parts.hostname, parts.port
-    except ValueError:
-        return "<unparsable url>"
-    if password is None and user is None:
-        return url
-    host = f"[{host}]" if host and ":" in host else (host or "")
-    if port is not None:
-        host += f":{port}"
-    netloc = f"{user or ''}:***@{host}" if password is not None else f"{user}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_url(url: str, key: str = "sinks.restream.url") -> None:
@@ -112,7 +98,8 @@ class _Pusher:
 
     def __init__(self, sink: RestreamSink, source: str, url: str) -> None:
         self.sink, self.source, self.url = sink, source, url
-        self.masked = mask_url(url)
+        self._scrubber = Scrubber(url)
+        self.masked = self._scrubber.masked
         self.container: Any = None
         self.stream: Any = None
         self.size = (0, 0)
@@ -211,9 +198,7 @@ class _Pusher:
 
     def scrub(self, exc: BaseException) -> str:
         """The error text without the url's credentials (FFmpeg errors quote the url)."""
-        text = str(exc).replace(self.url, self.masked)
-        password = urlsplit(self.url).password
-        return text.replace(password, "***") if password else text
+        return self._scrubber(str(exc))
 
     def disconnect(self) -> None:
         container, self.container, self.stream = self.container, None, None

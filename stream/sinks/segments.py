@@ -35,18 +35,10 @@ from typing import Any
 import av
 import numpy as np
 
+from stream.masks.crop import MaskCrop
+from stream.masks.rle import encode_crop
 from stream.objects import MASK_KINDS, FrameObjects
 from stream.sinks.h264 import EncoderConfig, add_h264_stream, video_frame
-
-try:
-    from stream.masks.rle import encode as rle_encode
-except ImportError:  # pragma: no cover — the masks package is optional for recording
-    from pycocotools import mask as _mask_utils
-
-    def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-        rle = _mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"].decode("ascii")}
-
 
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 
@@ -133,7 +125,8 @@ def objects_json(
             "box": [round(float(v), 2) for v in objs.boxes[i]],
         }
         if masks and objs.masks is not None and i < len(objs.masks):
-            o["mask"] = rle_encode(objs.masks.full_mask(i, height, width))
+            x1, y1 = (int(v) for v in objs.masks.crop_boxes[i, :2])
+            o["mask"] = encode_crop(MaskCrop(objs.masks.crop(i), x1, y1), height, width)
             kind = int(objs.masks.kind[i])
             o["mask_kind"] = MASK_KINDS[kind] if kind < len(MASK_KINDS) else kind
         out.append(o)

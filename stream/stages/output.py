@@ -61,11 +61,16 @@ class OutputStage(StageBase):
         for (_, t0), (name, t1) in zip(stamps, stamps[1:], strict=False):
             st.hops.setdefault(name, LatencyWindow(100_000)).add((t1 - t0) / 1e6)
         annotated: Frame | None = None
-        for sink in list(self.sinks):
+        drawn = [self._needs_picture(s, frame) for s in self.sinks]
+        if self.annotator is not None and not any(drawn):
+            observe = getattr(self.annotator, "observe", None)
+            if observe is not None:
+                observe(frame)  # nobody looks at this frame's picture: keep fps and traces, draw nothing
+        for sink, draw in zip(list(self.sinks), drawn, strict=True):
             try:
-                if getattr(sink, "wants_annotated", False) and frame.image is not None and self.annotator:
+                if draw:
                     if annotated is None:  # drawn once per frame, shared by every sink that shows it
-                        annotated = frame.evolve(image=self.annotator(frame))
+                        annotated = frame.evolve(image=self.annotator(frame))  # type: ignore[misc]
                     sink.write(annotated)
                 else:
                     sink.write(frame)
@@ -76,6 +81,15 @@ class OutputStage(StageBase):
                 if self._failures[sink.name] >= MAX_CONSECUTIVE_FAILURES:
                     log.error("sink %s disabled after %d failures in a row", sink.name, MAX_CONSECUTIVE_FAILURES)
                     self.sinks.remove(sink)
+
+    def _needs_picture(self, sink: Sink, frame: Frame) -> bool:
+        """Whether ``sink`` gets this frame's annotated picture: it shows pixels
+        (``wants_annotated``) and, when it can tell (``needs_picture(source)``), someone will see
+        them now (a live viewer is connected, the recorder will encode the frame)."""
+        if self.annotator is None or frame.image is None or not getattr(sink, "wants_annotated", False):
+            return False
+        needs = getattr(sink, "needs_picture", None)
+        return bool(needs(frame.source)) if needs is not None else True
 
     def event(self, msg: EndOfStream | Reset) -> None:
         if isinstance(msg, EndOfStream):
@@ -121,6 +135,7 @@ SINK_MODULES = {
     "record": "stream.sinks.record",
     "live": "stream.sinks.live",
     "restream": "stream.sinks.restream",
+    "mqtt": "stream.sinks.mqtt",
 }
 
 

@@ -21,7 +21,7 @@ from stream.errors import ConfigError
 from stream.masks import rle
 from stream.messages import Frame, FrameHeader
 from stream.objects import COCO_CLASSES, ObjectMasks
-from stream.sinks.publish import PublishSink, build, crop_to_rle
+from stream.sinks.publish import PublishSink, build
 from stream.transport import generate_curve_keypair
 
 H, W = 240, 320
@@ -131,9 +131,9 @@ def test_crop_rle_equals_full_frame_pycocotools_and_decodes_back() -> None:
             ys - y0 - 50 :, xs - x0 - 50 :
         ]
         full = full[50 : 50 + H, 50 : 50 + W]
-        got = crop_to_rle(crop, x0, y0, H, W)
-        assert got.counts == rle.encode(full)["counts"], (x0, y0, crop.shape)
-        np.testing.assert_array_equal(rle.decode({"size": list(got.size), "counts": got.counts}), full)
+        got = rle.crop_counts(crop, x0, y0, H, W)
+        assert got == rle.encode(full)["counts"], (x0, y0, crop.shape)
+        np.testing.assert_array_equal(rle.decode({"size": [H, W], "counts": got}), full)
 
 
 def test_subscribe_command_prints_records_with_masks(tmp_path: Path) -> None:

@@ -316,3 +316,32 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     (tmp_path / "r" / "cam0").symlink_to(tmp_path)
     with pytest.raises(SourceError, match="outside the recording root"):
         build({"root": str(tmp_path / "r"), "encoder": {"codec": "libx264"}}, config)
+
+
+def test_pts_going_backwards_are_restamped_inside_one_segment(tmp_path: Path) -> None:
+    """Broken AVI timestamps (pts repeats and steps back, as in Megamind.avi): every frame is
+    recorded, in order, in one segment, with pts that move forward in the video."""
+    root = tmp_path / "rec"
+    sink = RecordSink(RecordConfig(root=str(root), fragment_s=0.2, queue_size=1000), codec="libx264")
+    src_pts = []
+    for seq in range(40):
+        # forward 1 frame, but every 4th frame jumps 2 frames back, and every 9th repeats the last pts
+        pts = (seq - 3 * (seq // 4)) * STEP if seq % 9 else (src_pts[-1] if src_pts else 0)
+        src_pts.append(pts)
+        f = make_frame(seq)
+        sink.write(Frame(FrameHeader("cam0", seq, pts, TB, f.header.capture_ns), f.arrays, f.image))
+    sink.close()
+    assert sum(b <= a for a, b in zip(src_pts, src_pts[1:], strict=False)) >= 8  # the input is really broken
+    stats = sink.stats()["cam0"]
+    assert stats == {"frames": 40, "dropped": 0, "segments": 1}, stats
+    (mp4,) = segments(root)
+    frames, lines = decode(mp4), sidecar(mp4)
+    assert [line["seq"] for line in lines] == list(range(40))
+    assert [line["pts"] for line in lines] == src_pts  # the sidecar keeps the source's pts
+    assert len(frames) == 40
+    times = [t for t, _, _ in frames]
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    for (t, mean, _), line in zip(frames, lines, strict=True):
+        assert abs(line["t"] - float(t)) < 1e-6  # "t" is where the frame is in the video
+        assert abs(mean - grey(line["seq"])) < 3
+    assert sum(bool(line.get("restamped")) for line in lines) >= 8

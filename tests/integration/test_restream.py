@@ -15,7 +15,8 @@ import pytest
 from stream.config import Config, load_config
 from stream.errors import ConfigError
 from stream.messages import Frame, FrameHeader
-from stream.sinks.restream import RestreamConfig, RestreamSink, build, mask_url
+from stream.redact import mask_url
+from stream.sinks.restream import RestreamConfig, RestreamSink, build
 from tests.rtsp_server import free_port, rtsp_server  # noqa: F401  (rtsp_server is a fixture)
 
 pytestmark = pytest.mark.timeout(120)
@@ -135,3 +136,25 @@ def test_fixture_serves_a_play_mount_and_enforces_auth(rtsp_server) -> None:  # 
         av.open(
             server.url("/test", credentials=False), options={"rtsp_transport": "tcp", "timeout": "5000000"}
         )
+
+
+def test_tokens_and_percent_encoded_passwords_never_leave_the_sink(caplog) -> None:
+    """The re-stream sink scrubs like the sources do (one stream.redact): query-string tokens and
+    percent-encoded passwords, in its log lines and its config errors."""
+    caplog.set_level(logging.DEBUG)
+    token, raw_password = "SECRETTOKEN1234", "p@ss/w0rd"
+    encoded = "p%40ss%2Fw0rd"
+    port = free_port()
+    url = f"rtsp://pub:{encoded}@127.0.0.1:{port}/in?token={token}&sig=abcdef987654"
+    sink = RestreamSink(RestreamConfig(url=url, retry_initial_s=0.2, retry_max_s=0.4), codec="libx264")
+    push(sink, 0, 10)  # nothing listens: errors are logged
+    sink.close()
+    text = caplog.text
+    assert "cannot push to rtsp://pub:***@127.0.0.1" in text
+    for secret in (token, "abcdef987654", encoded, raw_password):
+        assert secret not in text, secret
+    two = Config.model_validate({"sources": [{"id": "a", "type": "pattern"}, {"id": "b", "type": "pattern"}]})
+    with pytest.raises(ConfigError) as err:
+        build({"url": f"http://pub:{encoded}@h/x?token={token}"}, two)
+    for secret in (token, encoded, raw_password):
+        assert secret not in str(err.value), secret

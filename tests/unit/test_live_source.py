@@ -18,9 +18,10 @@ import pytest
 from stream.capture import InFlight
 from stream.config import SourceConfig, load_config
 from stream.errors import ConfigError, SourceError
+from stream.redact import Scrubber, mask_url
 from stream.sources import open_source
 from stream.sources.live import BAD, TICK, Backoff, Decoded, LiveSource, LiveStatus, StreamStalled
-from stream.sources.rtsp import Scrubber, check_url, mask_url
+from stream.sources.rtsp import check_url
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -31,9 +31,9 @@ def image() -> np.ndarray:
 def _reference(seg: SamSegmenter, image: np.ndarray, boxes: np.ndarray, multimask: bool):  # type: ignore[no-untyped-def]
     predictor = SamPredictor(seg.model.sam)
     predictor.set_image(image, image_format="BGR")
-    tb = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes), image.shape[:2])
+    tb = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, device=predictor.device), image.shape[:2])
     masks, iou, _ = predictor.predict_torch(None, None, tb, multimask_output=multimask)
-    return masks.numpy(), iou.numpy()
+    return masks.cpu().numpy(), iou.float().cpu().numpy()
 
 
 @pytest.mark.parametrize("multimask", [False, True])
@@ -186,13 +186,19 @@ def test_vit_b_on_cuda_bf16_matches_fp32() -> None:
     assert model.autocast_dtype is torch.bfloat16
     seg = SamSegmenter(model)
     image = SyntheticScene(SyntheticParams(width=1280, height=720, seed=0)).render(0)
-    boxes = np.array([[100, 100, 400, 500], [600, 200, 900, 600]] * 8, np.float32)
+    # 16 distinct boxes over the frame (4 x 4 grid, varied sizes), every one checked
+    boxes = np.array(
+        [[60 + 300 * (k % 4), 40 + 170 * (k // 4), 60 + 300 * (k % 4) + 150 + 20 * k, 40 + 170 * (k // 4) + 120 + 5 * k]
+         for k in range(16)],
+        np.float32,
+    )
     batch = seg.segment(seg.embed(image), boxes)
     ref_masks, ref_iou = _reference(seg, image, boxes, False)  # SamPredictor: fp32
     assert len(batch.crops) == 16 and np.abs(batch.scores - ref_iou[:, 0]).max() < 0.05
-    for k in range(2):
+    for k in range(16):
         x0, y0, x1, y1 = expand_rect(boxes[k], seg.crop_margin, 4.0, 720, 1280)
         ours = batch.crops[k].to_full(720, 1280)[y0:y1, x0:x1]
         ref = ref_masks[k, 0][y0:y1, x0:x1]
-        union = np.logical_or(ours, ref).sum()
-        assert union == 0 or np.logical_and(ours, ref).sum() / union > 0.9
+        assert ours.any() and ref.any(), f"box {k}: a mask is empty (bf16 {ours.sum()} px, fp32 {ref.sum()} px)"
+        iou = np.logical_and(ours, ref).sum() / np.logical_or(ours, ref).sum()
+        assert iou >= 0.9, f"box {k}: bf16 vs fp32 mask IoU {iou:.3f} < 0.9"

@@ -78,3 +78,4 @@ def test_port_in_use_is_a_transport_error():
             open_socket(ctx, f"pull+bind:tcp://127.0.0.1:{port}")
     finally:
         ctx.destroy(linger=0)
+

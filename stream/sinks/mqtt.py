@@ -1,0 +1,237 @@
+"""MQTT sink: per-object ``new`` / ``update`` / ``end`` events, a retained per-source
+state (object counts by class) and an availability topic with a last will, for
+Home Assistant, Frigate-style consumers and anything else that reads a broker.
+
+Config (``sinks.mqtt``; topic schema and payloads: docs/mqtt.md)::
+
+    sinks:
+      mqtt:
+        host: 127.0.0.1
+        port: 1883                  # 8883 is usual with tls
+        username: stream
+        password: ${ENV:MQTT_PASSWORD}   # never logged
+        tls: {ca_file: ca.pem}      # also cert_file, key_file, insecure
+        topic_prefix: stream        # stream/<source>/events, stream/<source>/state
+        qos: 1
+
+Never blocks the output stage: ``write`` turns a frame into events (a few
+microseconds per object) and queues them; paho's network loop and the
+publishing thread do the rest (``stream.sinks.mqtt_client``). A broker that is
+down at start, goes away or is slow fills the queue (``queue_size`` events),
+then events are dropped and counted (``stats()``); the client reconnects with
+backoff and the state and availability topics are refreshed on every connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from pydantic import Field, SecretStr, field_validator
+
+from stream.config import Config, StrictModel, validate_section
+from stream.errors import ConfigError
+from stream.messages import Frame
+from stream.objects import COCO_CLASSES, class_names_of
+from stream.sinks.mqtt_client import Message, MqttPublisher, Tls
+from stream.sinks.mqtt_events import SourceEvents
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+
+
+class MqttTlsConfig(StrictModel):
+    """``sinks.mqtt.tls`` (present: TLS on). ca_file: PEM CA bundle to verify the broker
+    (default: the system's); cert_file + key_file: a client certificate; insecure: skip
+    the broker host name check (the certificate chain is still verified)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False
+
+
+class MqttConfig(StrictModel):
+    """``sinks.mqtt``. host/port: the broker (port default 1883, 8883 with tls);
+    topic_prefix: first topic level; availability_topic: default PREFIX/availability;
+    client_id: default NAME-HOST-PID (unique per process, as brokers require);
+    qos: for events and state (availability is always QoS 1, retained);
+    update_interval_s: at most one update per track per interval (frame time);
+    min_score_change: score change that makes an update; end_after_s: a track not seen
+    this long ends (timeout) when its end was lost; include_masks: COCO RLE of the
+    object's mask in new/update events; queue_size: events waiting for the broker
+    before new ones are dropped; max_inflight: unacknowledged messages at once;
+    close_timeout_s: how long close waits for queued events to go out."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int | None = Field(None, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: MqttTlsConfig | None = None
+    client_id: str | None = Field(None, min_length=1, max_length=128)
+    topic_prefix: str = "stream"
+    availability_topic: str | None = None
+    qos: Literal[0, 1, 2] = 1
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: int = Field(1, ge=1, le=60)
+    reconnect_max_s: int = Field(30, ge=1, le=3600)
+    update_interval_s: float = Field(1.0, ge=0, le=3600)
+    min_score_change: float = Field(0.05, ge=0, le=1)
+    end_after_s: float = Field(30.0, gt=0, le=86400)
+    include_masks: bool = False
+    queue_size: int = Field(1000, ge=1, le=1_000_000)
+    max_inflight: int = Field(100, ge=1, le=10_000)
+    close_timeout_s: float = Field(2.0, ge=0, le=60)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if "://" in v or "/" in v or v != v.strip():
+            raise ValueError("must be a host name or address alone (e.g. broker.lan); the port goes in port, TLS in tls")
+        return v
+
+    @field_validator("topic_prefix", "availability_topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v or v.startswith("/") or v.endswith("/") or "//" in v:
+            raise ValueError("must be topic levels separated by '/', without a leading or trailing '/'")
+        if any(c in v for c in "+#\0"):
+            raise ValueError("must not contain the wildcards '+' or '#'")
+        return v
+
+
+class MqttSink:
+    """Publishes events and state for every source (see the module doc and docs/mqtt.md).
+
+    Topics: PREFIX/SOURCE/events (new/update/end, JSON), PREFIX/SOURCE/state (retained
+    JSON), availability (retained ``online``/``offline``, last will ``offline``).
+    """
+
+    name = "mqtt"
+    wants_annotated = False
+
+    def __init__(self, cfg: MqttConfig, *, class_names: tuple[str, ...] = COCO_CLASSES,
+                 default_client_id: str = "stream") -> None:
+        self.cfg = cfg
+        self.class_names = class_names
+        self.prefix = cfg.topic_prefix
+        port = cfg.port or (8883 if cfg.tls is not None else 1883)
+        tls = None
+        if cfg.tls is not None:
+            tls = Tls(cfg.tls.ca_file, cfg.tls.cert_file, cfg.tls.key_file, cfg.tls.insecure)
+        self._sources: dict[str, SourceEvents] = {}
+        self._sent_state: dict[str, tuple[dict[str, int], int]] = {}
+        self.last_write_ms = 0.0
+        try:
+            self.publisher = MqttPublisher(
+                cfg.host, port,
+                client_id=cfg.client_id or default_client_id,
+                availability_topic=cfg.availability_topic or f"{self.prefix}/availability",
+                username=cfg.username,
+                password=cfg.password.get_secret_value() if cfg.password is not None else None,
+                tls=tls,
+                keepalive_s=cfg.keepalive_s,
+                queue_size=cfg.queue_size,
+                max_inflight=cfg.max_inflight,
+                reconnect_min_s=cfg.reconnect_min_s,
+                reconnect_max_s=max(cfg.reconnect_min_s, cfg.reconnect_max_s),
+            )
+        except (OSError, ValueError) as exc:  # TLS files that do not load (ssl.SSLError is an OSError)
+            if tls is None:
+                raise
+            raise ConfigError(f"config error: sinks.mqtt.tls: cannot set up TLS: {exc}") from None
+
+    def topic(self, source: str, leaf: str) -> str:
+        return f"{self.prefix}/{source}/{leaf}"
+
+    def write(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        events = self._source(frame.source).frame(frame)
+        self._emit(frame.source, events)
+        self.last_write_ms = (time.perf_counter() - t0) * 1000
+
+    def reset(self, source: str) -> None:
+        if source in self._sources:
+            self._emit(source, self._sources[source].end_all("reset"))
+
+    def end_source(self, source: str) -> None:
+        if source in self._sources:
+            self._emit(source, self._sources[source].end_all("end_of_stream"))
+
+    def close(self) -> None:
+        for source, events in self._sources.items():
+            if events.tracks:
+                self._emit(source, events.end_all("stopped"))
+        self.publisher.close(self.cfg.close_timeout_s)
+        p = self.publisher
+        log.info(
+            "mqtt: %d event(s): %d published, %d dropped (queue full), %d lost (not delivered: no connection or it broke)",
+            sum(p.offered.values()), sum(p.published.values()), sum(p.dropped.values()), sum(p.lost.values()),
+        )
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per source: events made, published (acknowledged), dropped (queue full), lost
+        (in flight when the connection broke or at close), queued (not yet sent)."""
+        p = self.publisher
+        out = {}
+        for s in self._sources:
+            made = p.offered.get(s, 0)
+            done = p.published.get(s, 0) + p.dropped.get(s, 0) + p.lost.get(s, 0)
+            out[s] = {
+                "events": made, "published": p.published.get(s, 0), "dropped": p.dropped.get(s, 0),
+                "lost": p.lost.get(s, 0), "queued": max(0, made - done),
+            }
+        return out
+
+    def _source(self, source: str) -> SourceEvents:
+        ev = self._sources.get(source)
+        if ev is None:
+            c = self.cfg
+            ev = self._sources[source] = SourceEvents(
+                source, self.class_names, update_interval_s=c.update_interval_s,
+                min_score_change=c.min_score_change, end_after_s=c.end_after_s, include_masks=c.include_masks,
+            )
+        return ev
+
+    def _emit(self, source: str, events: list[dict[str, Any]]) -> None:
+        topic = self.topic(source, "events")
+        for e in events:
+            self.publisher.offer(Message(topic, _encode(e), self.cfg.qos, False, source))
+        ev = self._sources[source]
+        key = (ev.counts, len(ev.tracks))
+        if self._sent_state.get(source) != key:  # state changes rarely; send it only then
+            self._sent_state[source] = key
+            state = _encode(ev.state(time.time_ns()))
+            self.publisher.set_state(Message(self.topic(source, "state"), state, self.cfg.qos, True, ""))
+
+
+def default_client_id(config: Config) -> str:
+    return f"{config.name}-{socket.gethostname()}-{os.getpid()}"[:128]
+
+
+def build(section: dict[str, Any], config: Config) -> MqttSink:
+    """The sink for ``sinks.mqtt`` (see MqttConfig). Raises ConfigError; never shows the password."""
+    password = section.get("password")
+    if password is not None and not isinstance(password, str):
+        # checked here so that pydantic's message, which quotes the value, never shows the password
+        raise ConfigError("config error: sinks.mqtt.password: must be a string (quote it in YAML, or use ${ENV:NAME})")
+    cfg = validate_section(MqttConfig, section, "sinks.mqtt")
+    if cfg.password is not None and cfg.username is None:
+        raise ConfigError("config error: sinks.mqtt.password: set sinks.mqtt.username too (MQTT sends both)")
+    if cfg.tls is not None:
+        for key in ("ca_file", "cert_file", "key_file"):
+            value = getattr(cfg.tls, key)
+            if value is not None and not Path(value).is_file():
+                raise ConfigError(f"config error: sinks.mqtt.tls.{key}: {value} is not a file")
+        if (cfg.tls.cert_file is None) != (cfg.tls.key_file is None):
+            raise ConfigError("config error: sinks.mqtt.tls: cert_file and key_file go together (a client certificate)")
+    return MqttSink(cfg, class_names=class_names_of(config), default_client_id=default_client_id(config))
