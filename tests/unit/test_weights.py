@@ -366,11 +366,18 @@ def test_check_names_every_missing_weight_file_and_the_command(
 
 
 def test_pull_without_names_means_what_the_demo_config_needs(tmp_path: Path) -> None:
-    from stream.commands.weights import DEMO_CONFIG, needed_weights
+    import argparse
+
+    from stream.commands.weights import DEMO_CONFIG, _default_names, needed_weights
     from stream.config import load_config
 
-    config = load_config(DEMO_CONFIG, [f"cache_dir={tmp_path}"], env={})
-    assert [(n.key, n.value, n.present) for n in needed_weights(config)] == [
+    config = tmp_path / "c.yaml"
+    config.write_text("sources: [{id: s, type: synthetic}]\npipeline: [detect, track, segment]\n")
+    loaded = load_config(config, [f"cache_dir={tmp_path}"], env={})
+    assert [(n.key, n.value, n.present) for n in needed_weights(loaded)] == [
         ("detect.weights", "yolo_nas_s", False),
         ("segment.weights", "sam_vit_b", False),
     ]
+    demo = load_config(DEMO_CONFIG, [f"cache_dir={tmp_path}"], env={})
+    wanted = [n.value for n in needed_weights(demo) if n.official]
+    assert wanted and _default_names(argparse.Namespace(config=None), tmp_path) == wanted
