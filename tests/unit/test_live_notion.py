@@ -83,8 +83,8 @@ def test_queue_depth_counts_frames_not_seqs_dropped_at_the_edge(tmp_path: Path):
     # of seqs 808..1000 the capture sent only every 48th (and 2 are queued at passthrough);
     # passthrough filtered 806 on its way
     sent = {808, 856, 904, 952, 1000}
-    sup.drops = [DropRecord("cam", "downstream busy", s, s) for s in range(808, 1001) if s not in sent]
-    sup.drops.append(DropRecord("cam", "filtered", 806, 806))
+    sup.ledger.add([DropRecord("cam", "downstream busy", s, s) for s in range(808, 1001) if s not in sent])
+    sup.ledger.add([DropRecord("cam", "filtered", 806, 806)])
     depth = {name: st["queue_depth"] for name, st in sup.snapshot()["stages"].items()}
     assert depth["passthrough"] == {"cam": len(sent)}
     assert depth["output"] == {"cam": 1}  # 807 (806 was dropped before output)
