@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from stream.errors import TransportError
+from stream.httpd import GuardedHandler, GuardedServer, is_loopback
 from stream.messages import AGE_BUCKETS_S
 
 SOURCE_STATES = ("connecting", "streaming", "stalled", "failed", "done")
@@ -68,16 +69,26 @@ class _HeartbeatCollector(Collector):
 
 
 class MetricsServer:
-    """Serves in a daemon thread; ``port`` is the bound port (0 in config picks one)."""
+    """Serves in a daemon thread; ``port`` is the bound port (0 in config picks one).
+
+    Bound to a loopback host, it answers only requests whose Host header names a
+    loopback host (DNS rebinding); bound elsewhere (a Prometheus scraping a pod) it
+    answers any Host. A connection that sends nothing for ``idle_timeout_s`` is closed.
+    """
 
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
                  health: Callable[[], tuple[bool, dict[str, Any]]],
-                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
+                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None, *,
+                 idle_timeout_s: float = 10.0) -> None:
         registry = CollectorRegistry()
         registry.register(_HeartbeatCollector(snapshot))
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(GuardedHandler):
+            server_version = "stream-metrics"
+
             def do_GET(self) -> None:  # noqa: N802
+                if not self.host_allowed():
+                    return
                 if self.path == "/metrics":
                     body, ctype, code = generate_latest(registry), "text/plain; version=0.0.4", 200
                 elif self.path in ("/healthz", "/readyz") and (probe := health if self.path == "/healthz" else ready):
@@ -91,11 +102,11 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        bind_host = host.strip("[]")
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = GuardedServer((bind_host, port), Handler, loopback_only=is_loopback(host),
+                                         family=socket.AF_INET6 if ":" in bind_host else socket.AF_INET,
+                                         idle_timeout_s=idle_timeout_s)
         except OSError as exc:
             raise TransportError(
                 f"metrics.port: {host}:{port} cannot be used ({exc.strerror}); "

@@ -71,11 +71,18 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from stream.commands.weights import describe_missing, needed_weights
     from stream.config import LIVE_TYPES
+    from stream.errors import WeightsError
     from stream.sources import open_source
     from stream.transport import FrameRing
 
     config = _load(args)
+    missing, fetch = describe_missing(needed_weights(config))  # all of them, before a source can fail
+    for line in missing:
+        print(line)
+    if fetch:
+        print(f"fetch them with: {fetch}")
     shm = 0
     for s in config.sources:
         src = open_source(s)
@@ -90,5 +97,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         shm += FrameRing.nbytes(s.ring_slots, w * h * 3)
     print(f"shared memory: {shm / 2**20:.1f} MiB of /dev/shm for the frame rings")
     print(f"pipeline: capture → {' → '.join([*config.pipeline, 'output'])}")
+    if missing:
+        how = f"; fetch them with `{fetch}`" if fetch else ""
+        raise WeightsError(f"{len(missing)} weight file(s) missing (listed above){how}")
     print("config ok")
     return 0

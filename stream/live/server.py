@@ -27,24 +27,22 @@ from __future__ import annotations
 
 import errno
 import hmac
-import ipaddress
 import json
 import logging
 import os
 import re
 import select
 import socket
-import socketserver
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from stream.errors import TransportError
+from stream.httpd import LOOPBACK_NAMES, GuardedHandler, GuardedServer
 from stream.live.hub import LiveHub
 from stream.live.recordings import list_recordings, parse_range, recording_file
 
@@ -55,29 +53,11 @@ _HEARTBEAT_S = 10.0  # SSE keep-alive comment: writing it tells a dead client fr
 _IDLE_CHECK_S = 2.0  # MJPEG: how often a stream with no new picture checks that its client is still there
 _STREAM = re.compile(r"^/stream/([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.mjpg$")
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s\"']*", re.IGNORECASE)
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; "
     "connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-
-def is_loopback(host: str) -> bool:
-    """True for 'localhost' and any address in 127.0.0.0/8 or ::1."""
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_name(host_header: str) -> str:
-    """'127.0.0.1:8080' → '127.0.0.1', '[::1]:8080' → '::1', 'localhost' → 'localhost'."""
-    if host_header.startswith("["):
-        return host_header[1:].split("]", 1)[0]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 def _asset(name: str) -> bytes:
@@ -90,10 +70,7 @@ def _part(ctype: str, body: bytes, headers: str) -> bytes:
     return head.encode() + body + b"\r\n"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a client stuck in a stream must not hold up close()
-    allow_reuse_address = True
-
+class _Server(GuardedServer):
     def __init__(
         self,
         address: tuple[str, int],
@@ -102,7 +79,6 @@ class _Server(ThreadingHTTPServer):
         family: int,
         recordings: Path | None,
     ) -> None:
-        self.address_family = family
         self.hub = hub
         self.recordings = recordings
         self.token = token
@@ -113,21 +89,14 @@ class _Server(ThreadingHTTPServer):
             "/static/player.js": (_asset("player.js"), "text/javascript; charset=utf-8"),
             "/static/style.css": (_asset("style.css"), "text/css; charset=utf-8"),
         }
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN (a DNS lookup that can stall); skip it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
+        # without a token the view is loopback-only: the Host check stops DNS rebinding;
+        # a client that stops reading for the idle timeout (30 s) is dropped
+        super().__init__(address, _Handler, family=family, loopback_only=token is None)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
     server: _Server
-    protocol_version = "HTTP/1.0"  # one request per connection; streams end with the connection
-    timeout = 30.0  # socket timeout: a client that stops reading for this long is dropped
     server_version = "stream-live"
-    sys_version = ""
 
     def do_GET(self) -> None:  # noqa: N802 — BaseHTTPRequestHandler's naming
         url = urlsplit(self.path)
@@ -164,14 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _allowed(self, query: str) -> bool:
         token = self.server.token
         if token is None:
-            if not is_loopback(_host_name(self.headers.get("Host") or "")):
-                self._send_text(
-                    HTTPStatus.FORBIDDEN,
-                    "forbidden: this live view answers only to a loopback "
-                    "Host (127.0.0.1, localhost, [::1])\n",
-                )
-                return False
-            return True
+            return self.host_allowed()
         offered: list[str] = []
         auth = self.headers.get("Authorization") or ""
         if auth[:7].lower() == "bearer ":
@@ -186,6 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         return False
+
+    def refuse_host(self, text: str) -> None:
+        self._send_text(HTTPStatus.FORBIDDEN, text.replace("this server", "this live view"))
 
     # ---- responses ------------------------------------------------------------------
 
@@ -379,7 +344,7 @@ class LiveServer:
     def __init__(
         self, hub: LiveHub, host: str, port: int, token: str | None, recordings: Path | None = None
     ) -> None:
-        bind_host = "127.0.0.1" if host.lower() in _LOOPBACK_NAMES else host.strip("[]")
+        bind_host = "127.0.0.1" if host.lower() in LOOPBACK_NAMES else host.strip("[]")
         family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
         try:
             self._server = _Server(

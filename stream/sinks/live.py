@@ -30,8 +30,9 @@ from pydantic import Field, SecretStr
 
 from stream.config import Config, StrictModel, validate_section
 from stream.errors import ConfigError
+from stream.httpd import is_loopback
 from stream.live.hub import LiveHub
-from stream.live.server import LiveServer, is_loopback
+from stream.live.server import LiveServer
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, class_names_of
 

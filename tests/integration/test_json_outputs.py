@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
                       "--max-crop", "8", "--no-record", "--full-rle-frames", "1"),
     "bench sources": ("--seconds", "1", "--outages", "1", "--outage-s", "0.5", "--size", "64x48", "--fps", "10"),
     "bench preprocess": ("--width", "64", "--height", "48", "--frames", "3"),
+    "bench soak": ("--minutes", "0.1", "--interval-s", "2", "--streams", "1", "--fps", "5", "--resolution", "64x48",
+                   "--pipeline", "passthrough",  # growth bounds off: 6 s cannot meet per-hour slopes
+                   "--max-rss-mb-per-h", "1e6", "--max-fds-per-h", "1e6", "--max-shm-mb-per-h", "1e6",
+                   "--max-scrape-ms", "1e6"),
     "eval detect": ("--data", str(EXAMPLES / "detect"), "--pred", str(EXAMPLES / "detect" / "predictions.json")),
     "eval track": ("--gt", str(EXAMPLES / "track" / "gt.txt"), "--det", str(EXAMPLES / "track" / "det.txt")),
     "eval masks": ("--width", "160", "--height", "120", "--frames", "20", "--no-adaptive"),
