@@ -123,13 +123,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"stream demo: {demo_clip_path().name} through capture → {' → '.join([*config.pipeline, 'output'])}",
           file=sys.stderr)
     sinks = config.sinks
-    if sinks.live:
-        print(f"  live view:  http://{sinks.live.get('host', '127.0.0.1')}:{sinks.live.get('port', 8080)}/",
-              file=sys.stderr)
-    if sinks.record:
-        print(f"  recording:  {sinks.record.get('root', 'recordings')}/", file=sys.stderr)
-    if sinks.publish:
-        print(f"  masks:      stream subscribe {sinks.publish.get('endpoint')}", file=sys.stderr)
+    if sinks.live is not None and sinks.live.enabled:
+        print(f"  live view:  http://{sinks.live.host}:{sinks.live.port}/", file=sys.stderr)
+    if sinks.record is not None and sinks.record.enabled:
+        print(f"  recording:  {sinks.record.root}/", file=sys.stderr)
+    if sinks.publish is not None and sinks.publish.enabled:
+        print(f"  masks:      stream subscribe {sinks.publish.endpoint}", file=sys.stderr)
     return _run(config, args)
 
 
