@@ -181,8 +181,13 @@ class TransportConfig(_Model):
 
 
 class SupervisorConfig(_Model):
-    heartbeat_interval_s: float = Field(1.0, gt=0, le=60)
-    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    """A stage that sends no heartbeat for heartbeat_timeout_s (frozen: SIGSTOP, swap) is
+    killed and restarted after restart_backoff_s: within about 3.5 s by default. A long
+    model call does not count: heartbeats come from their own thread every
+    heartbeat_interval_s; a batch running longer than stall_timeout_s does."""
+
+    heartbeat_interval_s: float = Field(0.5, gt=0, le=60)
+    heartbeat_timeout_s: float = Field(3.0, gt=0)
     stall_timeout_s: float = Field(300.0, gt=0)
     startup_timeout_s: float = Field(300.0, gt=0)
     max_crashes: int = Field(5, ge=1)

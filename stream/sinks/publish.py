@@ -218,11 +218,14 @@ def build(section: PublishConfig | dict[str, Any], config: Config) -> PublishSin
     except TransportError as exc:
         raise ConfigError(f"config error: sinks.publish: {exc}") from None
     class_names = class_names_of(config)
-    return PublishSink(
-        cfg.endpoint,
-        hwm=cfg.hwm,
-        class_names=class_names,
-        encode_masks=cfg.encode_masks,
-        curve_secret_key=secret,
-        allowed_keys=allowed,
-    )
+    try:
+        return PublishSink(
+            cfg.endpoint,
+            hwm=cfg.hwm,
+            class_names=class_names,
+            encode_masks=cfg.encode_masks,
+            curve_secret_key=secret,
+            allowed_keys=allowed,
+        )
+    except TransportError as exc:  # e.g. the port is in use: name the key to change
+        raise TransportError(f"sinks.publish.endpoint: {exc}") from None
