@@ -296,9 +296,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     except ValidationError as exc:
         raise ConfigError(f"config error in {label}: {_describe(exc)}") from None
     config._env_names = frozenset(used)
-    from stream.stages import check_pipeline  # stage registry: which stage needs what
-
-    check_pipeline(config)
     return config
 
 

@@ -36,7 +36,7 @@ from stream.health import HealthWindow, verdict
 from stream.messages import Control, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
 from stream.sources import open_source
-from stream.stages import STAGES
+from stream.stages import STAGES, check_pipeline
 from stream.summary import DropLedger, RunSummary, summarize_source
 from stream.transport import (
     FrameRing,
@@ -77,6 +77,7 @@ class Proc:
 
 class Supervisor:
     def __init__(self, config: Config, *, log_level: str = "info") -> None:
+        check_pipeline(config)  # which stage needs what: checked by whoever builds the pipeline
         self.config = config
         self.log_level = log_level
         self.run_id = uuid.uuid4().hex[:8]
