@@ -17,7 +17,6 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -25,19 +24,22 @@ from pydantic import (
     ValidationInfo,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 from stream.errors import ConfigError
+from stream.sections.base import StrictModel
+from stream.sections.preprocess import PreprocessConfig
+from stream.sections.render import RenderConfig
+from stream.sections.sinks import SinksConfig, check_sink_sources
+from stream.sections.stages import DetectConfig, PassthroughConfig, SegmentConfig, TrackConfig
 
 SOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _ENV_REF = re.compile(r"\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-StrictModel = _Model  # base for stage and sink sections defined in their own modules
+_Model = StrictModel  # every section's models: stream.sections
+ALL_SOURCES = "*"  # the preprocess key that applies to every source without its own
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -167,37 +169,6 @@ class SourceConfig(_Model):
         return v.get_secret_value() if v is not None else None
 
 
-class PassthroughConfig(_Model):
-    """A stage that forwards frames unchanged (benchmarks, tests). touch_pixels reads
-    one byte per row so the pixels are really accessed; delay_ms simulates work;
-    drop_every: drop (filter out) the frames whose seq is a multiple of it (1: all), as
-    a filtering stage would; check_stamp: with a pattern source (at least 256 px wide),
-    check that the pixels carry the frame's own seq (a mismatch is a counted error, the
-    frame dropped)."""
-
-    touch_pixels: bool = True
-    delay_ms: float = Field(0.0, ge=0)
-    drop_every: int = Field(0, ge=0)
-    check_stamp: bool = False
-
-
-class JsonlSinkConfig(_Model):
-    path: str | None = None
-
-
-class SinksConfig(_Model):
-    """Each section other than jsonl is validated by its sink's own model
-    (``validate_section``) when the output stage builds it; an empty section
-    means the sink is off."""
-
-    jsonl: JsonlSinkConfig = JsonlSinkConfig()
-    publish: dict[str, Any] = {}
-    record: dict[str, Any] = {}
-    live: dict[str, Any] = {}
-    restream: dict[str, Any] = {}
-    mqtt: dict[str, Any] = {}
-
-
 class TransportConfig(_Model):
     """pixels: 'shm' (one host: a ring per source) or 'inline' (pixels in the
     message; needed between hosts). endpoints: 'ipc' (one host) or 'tcp'."""
@@ -210,8 +181,13 @@ class TransportConfig(_Model):
 
 
 class SupervisorConfig(_Model):
-    heartbeat_interval_s: float = Field(1.0, gt=0, le=60)
-    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    """A stage that sends no heartbeat for heartbeat_timeout_s (frozen: SIGSTOP, swap) is
+    killed and restarted after restart_backoff_s: within about 3.5 s by default. A long
+    model call does not count: heartbeats come from their own thread every
+    heartbeat_interval_s; a batch running longer than stall_timeout_s does."""
+
+    heartbeat_interval_s: float = Field(0.5, gt=0, le=60)
+    heartbeat_timeout_s: float = Field(3.0, gt=0)
     stall_timeout_s: float = Field(300.0, gt=0)
     startup_timeout_s: float = Field(300.0, gt=0)
     max_crashes: int = Field(5, ge=1)
@@ -241,11 +217,11 @@ class Config(_Model):
     sources: list[SourceConfig] = Field(min_length=1)
     pipeline: list[str] = []
     passthrough: PassthroughConfig = PassthroughConfig()
-    preprocess: dict[str, Any] = {}  # source id (or "*") -> stream.preprocess.PreprocessConfig
-    detect: dict[str, Any] = {}
-    track: dict[str, Any] = {}
-    segment: dict[str, Any] = {}
-    render: dict[str, Any] = {}
+    preprocess: dict[str, PreprocessConfig] = {}  # source id (or "*") -> its settings
+    detect: DetectConfig = DetectConfig()
+    track: TrackConfig = TrackConfig()
+    segment: SegmentConfig = SegmentConfig()
+    render: RenderConfig = RenderConfig()
     sinks: SinksConfig = SinksConfig()
     transport: TransportConfig = TransportConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
@@ -269,6 +245,37 @@ class Config(_Model):
             seen.add(s.id)
         return v
 
+    # ConfigError is raised directly (pydantic lets it through): these messages need the
+    # source ids, and a model-level ValueError would quote the whole config (secrets too).
+    @field_validator("preprocess", mode="before")
+    @classmethod
+    def _preprocess_keys(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ConfigError(
+                "config error: preprocess: must be a mapping of source id → settings, "
+                f"e.g. {{cam1: {{gamma: 1.8}}}} (got {type(v).__name__})"
+            )
+        ids = [s.id for s in info.data.get("sources", ())]
+        for key, value in v.items():
+            if "sources" in info.data and str(key) != ALL_SOURCES and str(key) not in ids:
+                raise ConfigError(
+                    f"config error: preprocess.{key}: no source has this id (sources: {', '.join(ids)}; "
+                    f"'{ALL_SOURCES}' applies to all)"
+                )
+            if not isinstance(value, dict | PreprocessConfig):
+                raise ConfigError(
+                    f"config error: preprocess.{key}: expected a mapping of settings, e.g. {{gamma: 1.8}}, "
+                    f"got {value!r}"
+                )
+        return {str(k): val for k, val in v.items()}
+
+    @model_validator(mode="after")
+    def _sink_sources(self) -> Config:
+        check_sink_sources(self.sinks, [s.id for s in self.sources])
+        return self
+
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
                 env: Mapping[str, str] | None = None, base: Mapping[str, Any] | None = None) -> Config:
@@ -290,9 +297,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     except ValidationError as exc:
         raise ConfigError(f"config error in {label}: {_describe(exc)}") from None
     config._env_names = frozenset(used)
-    from stream.stages import check_pipeline  # stage registry: which stage needs what
-
-    check_pipeline(config)
     return config
 
 
@@ -310,9 +314,12 @@ def read_yaml_mapping(path: str | Path, what: str, example: str = "") -> dict[st
     return data
 
 
-def validate_section(model: type[_M], data: Mapping[str, Any], key: str) -> _M:
+def validate_section(model: type[_M], data: Mapping[str, Any] | _M, key: str) -> _M:
     """Validate a stage's or sink's own section (e.g. ``detect``, ``sinks.publish``)
-    against its model; errors name the dotted key under ``key``."""
+    against its model; errors name the dotted key under ``key``. A section that is
+    already a ``model`` (from a loaded Config) is returned as it is."""
+    if isinstance(data, model):
+        return data
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
@@ -378,14 +385,19 @@ def _describe(exc: ValidationError, root: type[BaseModel] | None = None) -> str:
 
 def _allowed_keys(loc: Sequence[Any], root: type[BaseModel]) -> list[str]:
     model: Any = root
+    skip = False
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or skip:
+            skip = False
             continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
         ann = field.annotation
         args = getattr(ann, "__args__", None)
-        model = args[0] if args and isinstance(args[0], type) else ann
+        if getattr(ann, "__origin__", None) is dict and args:
+            model, skip = args[1], True  # a mapping of names (e.g. source ids) to models
+        else:
+            model = args[0] if args and isinstance(args[0], type) else ann
     fields = getattr(model, "model_fields", None)
     return sorted(fields) if fields else []

@@ -3,6 +3,13 @@
 A start-up error is printed as one line (``stream: <message>``) and exits with
 ``exit_code``; a per-frame error is logged with the frame's source and seq,
 counted, and the stage goes on.
+
+Exit codes of ``stream`` (also in the README): 1 other error, 2 config, 3 source,
+4 transport (a port in use), 5 model or weights (missing, corrupt), 6 the
+supervisor gave up (a stage kept crashing after it had started), 7 device (e.g.
+``cuda:0`` on a machine without a GPU). A stage process that fails with one of
+these before it is ready exits with ``STARTUP_EXIT_BASE + code``: the supervisor
+stops the run at once with that error instead of restarting what cannot fix itself.
 """
 
 from __future__ import annotations
@@ -50,6 +57,12 @@ class UnsafeCheckpointError(WeightsError):
     """A checkpoint needs arbitrary code execution to load (a pickle with globals) and was refused."""
 
 
+class DeviceError(ModelError):
+    """The device a model is configured for is not there (``cuda:0`` without a GPU, a GPU index too high)."""
+
+    exit_code = 7
+
+
 class SupervisorError(StreamError):
     """The run was stopped by the supervisor (too many crashes, a stage that never started)."""
 
@@ -62,3 +75,16 @@ class FrameDropped(StreamError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+STARTUP_EXIT_BASE = 100  # a stage worker that fails before ready exits with this + the error's exit_code
+
+
+def error_for_exit_code(code: int, message: str) -> StreamError:
+    """The StreamError whose ``exit_code`` is ``code`` (a StreamError with that code if none is)."""
+    for cls in (ConfigError, SourceError, TransportError, ModelError, SupervisorError, DeviceError):
+        if cls.exit_code == code:
+            return cls(message)
+    err = StreamError(message)
+    err.exit_code = code
+    return err

@@ -22,35 +22,17 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from pydantic import Field
 
-from stream.config import Config, StrictModel, validate_section
+from stream.config import Config
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, FrameObjects, class_names_of
 from stream.rate import RateMeter
+from stream.sections.render import RenderConfig
 
 BANNER_BGR = (0, 0, 200)
 BANNER_TEXT = "RANDOM WEIGHTS - not real detections"
 STATUS_BG_BGR = (32, 32, 32)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-class RenderConfig(StrictModel):
-    """``render`` section. mask_alpha: weight of the mask colour in [0, 1];
-    trace_length: box centres kept per track; trace_ttl_frames: a track not seen
-    for this many frames of its source loses its trace; font_scale, thickness in
-    OpenCV units (pixels for thickness)."""
-
-    boxes: bool = True
-    labels: bool = True
-    masks: bool = True
-    traces: bool = True
-    status: bool = True
-    mask_alpha: float = Field(default=0.45, ge=0.0, le=1.0)
-    trace_length: int = Field(default=32, ge=2, le=1000)
-    trace_ttl_frames: int = Field(default=30, ge=1, le=100_000)
-    font_scale: float = Field(default=0.5, gt=0, le=5)
-    thickness: int = Field(default=2, ge=1, le=20)
 
 
 def track_colour(key: int) -> tuple[int, int, int]:
@@ -294,6 +276,5 @@ def _safe_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def build_annotator(config: Config) -> Annotator:
     """The Annotator for ``config.render`` (see RenderConfig); class names from
-    ``class_names_of(config)``. Raises ConfigError."""
-    cfg = validate_section(RenderConfig, config.render, "render")
-    return Annotator(cfg, class_names_of(config))
+    ``class_names_of(config)``."""
+    return Annotator(config.render, class_names_of(config))

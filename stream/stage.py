@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from stream.errors import FrameDropped, ProtocolError, TransportError
+from stream.errors import FrameDropped, ProtocolError, StreamError, TransportError
 from stream.messages import (
     AGE_BUCKETS_S,
     Control,
@@ -229,13 +229,21 @@ class Heartbeater:
 
 
 class StopFlag:
-    """Set by SIGTERM; SIGINT is ignored in workers (the supervisor orchestrates Ctrl-C)."""
+    """Set by SIGTERM once armed; SIGINT is ignored in workers (the supervisor orchestrates Ctrl-C).
 
-    def __init__(self) -> None:
+    Until ``arm()`` SIGTERM keeps its default action (the process ends at once): a stage
+    loading its models has no frame to finish, and a Python handler would only run once
+    the model call (seconds, in C) returns."""
+
+    def __init__(self, *, armed: bool = True) -> None:
         self.stopped = False
         self.count = 0  # SIGTERMs received: a capture stops reading at the first, leaves at the second
-        signal.signal(signal.SIGTERM, self._set)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if armed:
+            self.arm()
+
+    def arm(self) -> None:
+        signal.signal(signal.SIGTERM, self._set)
 
     def _set(self, *_: Any) -> None:
         self.stopped = True
@@ -243,6 +251,24 @@ class StopFlag:
 
     def __call__(self) -> bool:
         return self.stopped
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (what the supervisor prints when a stage cannot start)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def report_failed_start(endpoint: str, name: str, detail: str) -> None:
+    """Tell the supervisor on its heartbeat ``endpoint`` that stage ``name`` failed before
+    it was ready (used when the failure came before a StageRunner existed)."""
+    ctx = zmq.Context()
+    try:
+        sock = open_socket(ctx, endpoint, hwm=10)
+        hb = Heartbeat(stage=name, pid=os.getpid(), time_ns=time.time_ns(), state="failed", detail=detail)
+        send_parts(sock, [encode_control(hb)], block=True, timeout_s=1.0, should_stop=lambda: True)
+        sock.close(linger=1000)
+    finally:
+        ctx.term()
 
 
 class StageRunner:
@@ -255,7 +281,8 @@ class StageRunner:
         self.counters = Counters()
         self.latency = LatencyWindow()
         self.ended: set[str] = set()
-        self.stop = StopFlag()
+        self.stop = StopFlag(armed=False)  # armed once the stage is ready (see run)
+        self.ready = False  # stage.start() returned: a failure from now on is a crash, restarted
         self._zctx = zmq.Context()
         self._rings = RingCache(Path(spec.ring_dir))
         self.out: zmq.Socket[Any] | None = None
@@ -281,7 +308,14 @@ class StageRunner:
         self.hb.start()
         try:
             self.hb.beat()
-            self.stage.start()
+            try:
+                self.stage.start()
+            except StreamError as exc:
+                # cannot fix itself (config, device, port, weights): the final heartbeat says why
+                self.hb.state, self.hb.detail = "failed", one_line(exc)
+                raise
+            self.stop.arm()
+            self.ready = True
             self.hb.state = "running"
             self.hb.beat()
             while not self.stop() and len(self.ended) < len(self.spec.sources):

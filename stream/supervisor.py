@@ -1,6 +1,8 @@
 """The supervisor (``stream run``): creates the shared-memory rings and sockets,
 spawns one process per capture and per stage, restarts a process that crashes
-or stops heartbeating (with backoff; too many crashes stop the run), serves
+or stops heartbeating after it was ready (with backoff; too many crashes stop
+the run), stops the run at once when a stage fails before it is ready with an
+error that a restart cannot fix (config, device, port, weights), serves
 /metrics and /healthz, shuts down in order on SIGINT/SIGTERM (sources stop,
 in-flight frames drain, sinks finalize) and leaves no process, ipc file or
 shared-memory segment behind.
@@ -29,12 +31,12 @@ from typing import Any
 import zmq
 
 from stream.config import Config
-from stream.errors import ProtocolError, SupervisorError
+from stream.errors import STARTUP_EXIT_BASE, ProtocolError, SupervisorError, error_for_exit_code
 from stream.health import HealthWindow, verdict
 from stream.messages import Control, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
 from stream.sources import open_source
-from stream.stages import STAGES
+from stream.stages import STAGES, check_pipeline
 from stream.status import StatusLine
 from stream.summary import DropLedger, RunSummary, summarize_source
 from stream.transport import (
@@ -67,6 +69,7 @@ class Proc:
     restart_at: float | None = None
     finished: bool = False
     exit_code: int | None = None
+    failure: str = ""  # the one-line error of a heartbeat in state 'failed'
 
     @property
     def is_capture(self) -> bool:
@@ -75,6 +78,7 @@ class Proc:
 
 class Supervisor:
     def __init__(self, config: Config, *, log_level: str = "info") -> None:
+        check_pipeline(config)  # which stage needs what: checked by whoever builds the pipeline
         self.config = config
         self.log_level = log_level
         self.run_id = uuid.uuid4().hex[:8]
@@ -94,6 +98,7 @@ class Supervisor:
         self._sent_states: dict[str, str] = {}
         self._sent_states_at = 0.0
         self._health_window = HealthWindow(config.supervisor.health_window_s)
+        self._captures_started = False
 
     # --- set-up --------------------------------------------------------------
     def prepare(self) -> None:
@@ -205,7 +210,9 @@ class Supervisor:
         self._stop_deadline = time.monotonic() + max(0.5, self.config.supervisor.shutdown_timeout_s - _TERMINATE_GRACE_S)
         log.info("stopping (%s): sources stop, in-flight frames drain", why)
         for p in self.procs:
-            if p.is_capture and p.popen and p.popen.poll() is None:
+            # before the captures start no frame is in flight: the stages (maybe still
+            # loading models, which SIGTERM ends at once) have nothing to drain
+            if (p.is_capture or not self._captures_started) and p.popen and p.popen.poll() is None:
                 p.popen.send_signal(signal.SIGTERM)
 
     def run(self) -> RunSummary:
@@ -215,15 +222,17 @@ class Supervisor:
             self.metrics.start()
         for p in self.procs:  # stages first, output first: each binds its input before upstream sends
             if not p.is_capture:
-                self._spawn(p)
-        captures_started = False
+                if self._stopping:  # a stop request came while spawning
+                    p.finished = True
+                else:
+                    self._spawn(p)
         log.info("loading and warming up the models of %s (a first run builds and caches them)",
                  ", ".join(p.name for p in self.procs if not p.is_capture))
         try:
             while not self._done():
                 self._pump_heartbeats(timeout_ms=100)
                 self._publish_source_states()
-                if not captures_started and (self._stages_ready() or self._stopping):
+                if not self._captures_started and (self._stages_ready() or self._stopping):
                     # models are loaded and warmed up: frames start flowing only now
                     if not self._stopping:
                         log.info("every stage is ready after %.1f s: sources start", time.monotonic() - t0)
@@ -232,7 +241,9 @@ class Supervisor:
                             self._spawn(p)
                         elif p.is_capture:
                             p.finished = True
-                    captures_started = True
+                        elif self._stopping and p.popen is not None and p.popen.poll() is None:
+                            p.popen.send_signal(signal.SIGTERM)  # stopped before any frame: nothing to drain
+                    self._captures_started = True
                 self._check_procs()
                 self._observe_health()
                 self._maybe_drain()
@@ -286,6 +297,7 @@ class Supervisor:
             self._dropped[d.source] = self._dropped.get(d.source, 0) + d.last - d.first + 1
         self._source_states.update(hb.source_state)
         if hb.state == "failed" and hb.detail:
+            proc.failure = hb.detail
             log.error("%s: %s", proc.name, hb.detail)
 
     def _observe_health(self) -> None:
@@ -326,7 +338,18 @@ class Supervisor:
                 if rc == 3:
                     self._source_states[p.request["spec"]["source_id"]] = "failed"
                 continue
+            if not p.is_capture and rc > STARTUP_EXIT_BASE:
+                self._failed_to_start(p, rc - STARTUP_EXIT_BASE)
             self._crashed(p, f"exit code {rc}" if rc > 0 else f"killed by signal {-rc}")
+
+    def _failed_to_start(self, p: Proc, code: int) -> None:
+        """A stage failed before it was ready with an error that a restart cannot fix
+        (config, device, port, weights): stop the run now with that error and its code."""
+        deadline = time.monotonic() + 1.0
+        while not p.failure and time.monotonic() < deadline:  # its last heartbeat may still be on the way
+            self._pump_heartbeats(timeout_ms=50)
+        why = p.failure or "see its log line above"
+        raise error_for_exit_code(code, f"stage {p.name} could not start: {why}")
 
     def _crashed(self, p: Proc, why: str) -> None:
         for ring in self.rings:  # frames it held are never released: tell the captures (FrameRing.epoch)

@@ -4,15 +4,23 @@ The supervisor writes one JSON object to our stdin: {"role": "capture"|"stage",
 "config": {...}, "spec": {...}, "log_level": "info"}. Config travels on stdin,
 never on the command line, so secrets in it (RTSP passwords) never show in
 /proc/*/cmdline.
+
+A stage that fails with a StreamError before it is ready (building it or its
+``start()``: a config, device, port or weights error) cannot fix itself by
+restarting: it reports the one-line error on the heartbeat channel and exits
+with ``STARTUP_EXIT_BASE + exit_code``; the supervisor then stops the run.
+Until ready, SIGTERM ends the process at once (see ``StopFlag``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
 
-from stream.errors import StreamError
+from stream.errors import STARTUP_EXIT_BASE, StreamError
 
 
 def _die_with_parent() -> None:
@@ -29,6 +37,7 @@ def _die_with_parent() -> None:
 
 def main() -> int:
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor orchestrates Ctrl-C
     request = json.loads(sys.stdin.read())
     logging.basicConfig(
         level=getattr(logging, request.get("log_level", "info").upper()),
@@ -58,16 +67,32 @@ def main() -> int:
             cspec = CaptureSpec(**request["spec"])
             source_cfg = next(s for s in config.sources if s.id == cspec.source_id)
             return CaptureRunner(open_source(source_cfg), cspec).run()
-        from stream.stage import StageRunner, WorkerSpec
+        from stream.stage import StageRunner, WorkerSpec, one_line, report_failed_start
         from stream.stages import build_stage
 
         spec = WorkerSpec(**{**request["spec"], "sources": tuple(request["spec"]["sources"])})
-        if spec.output is None:
-            from stream.stages.output import build as build_output
+        runner: StageRunner | None = None
+        try:
+            if spec.output is None:
+                from stream.stages.output import build as build_output
 
-            out = build_output(config)
-            return StageRunner(out, spec, sink=out).run()
-        return StageRunner(build_stage(spec.name.split("#")[0], config), spec).run()
+                out = build_output(config)
+                runner = StageRunner(out, spec, sink=out)
+            else:
+                runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec)
+            return runner.run()
+        except StreamError as exc:
+            if runner is not None and runner.ready:
+                raise
+            logging.getLogger("stream.worker").error("cannot start: %s", exc)
+            hb = getattr(runner, "hb", None)
+            if hb is None or hb.state != "failed":  # else the runner's last heartbeat carried it
+                report_failed_start(spec.heartbeat, spec.name, one_line(exc))
+            # Nothing to finalize before ready, and interpreter shutdown after a failed model
+            # load was seen to hang for seconds (native threads): leave now.
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(STARTUP_EXIT_BASE + exc.exit_code)
     except StreamError as exc:
         logging.getLogger("stream.worker").error("%s", exc)
         return exc.exit_code

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     from stream.models.yolo_nas_export import load_yolo_nas
 
     batch_sizes = [int(b) for b in str(args.batch_sizes).split(",") if b.strip()]
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     cache = args.cache_dir
     if cache is None:
         from stream.models.weights import artifacts_dir, cache_dir

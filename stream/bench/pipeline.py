@@ -141,7 +141,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
     """Resolved settings shared by every trial and the naive loop."""
     from stream.models.yolo_nas import resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     cuda = device.type == "cuda"
     plan: dict[str, Any] = {
         "device": str(device),

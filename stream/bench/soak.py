@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> BenchResult:
     samples: list[dict[str, Any]] = []
     errors: list[BaseException] = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    subscriber = _Subscriber(str(config.sinks.publish["endpoint"]))
+    assert config.sinks.publish is not None  # _config always sets it
+    subscriber = _Subscriber(config.sinks.publish.endpoint)
     halt = threading.Event()
 
     def sampler() -> None:

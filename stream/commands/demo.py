@@ -84,12 +84,12 @@ def _announce(config: Config) -> None:
     loop = " (looping as a live camera; Ctrl-C stops)" if src.loop else ""
     say(f"{Path(src.path or '').name}{loop} through capture → {' → '.join([*config.pipeline, 'output'])}")
     sinks = config.sinks
-    if sinks.live:
-        say(f"live view:  http://{sinks.live.get('host', '127.0.0.1')}:{sinks.live.get('port', 8080)}/")
-    if sinks.record:
-        say(f"recording:  {sinks.record.get('root', 'recordings')}/")
-    if sinks.publish:
-        say(f"masks:      stream subscribe {sinks.publish.get('endpoint')}")
+    if sinks.live is not None and sinks.live.enabled:
+        say(f"live view:  http://{sinks.live.host}:{sinks.live.port}/")
+    if sinks.record is not None and sinks.record.enabled:
+        say(f"recording:  {sinks.record.root}/")
+    if sinks.publish is not None and sinks.publish.enabled:
+        say(f"masks:      stream subscribe {sinks.publish.endpoint}")
 
 
 def _missing_weights(config: Config) -> str | None:

@@ -34,7 +34,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    from stream.stages import check_pipeline
+
     config = load_config(args.config, _cli_overrides(args), env=os.environ)
+    check_pipeline(config)  # stream check reports it too, without building anything
     if getattr(args, "shard", None):
         from stream.shard import parse_shard, shard_config
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from stream.errors import ModelError
+from stream.errors import DeviceError, ModelError
 from stream.masks.crop import MaskCrop
 from stream.masks.geometry import clip_boxes, expand_rect
 from stream.models.checkpoint import load_state_dict
@@ -87,8 +87,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     except RuntimeError as exc:
         raise ModelError(f"SAM device {device!r} is not a torch device; use auto, cpu or cuda[:N]") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(
-            f"SAM device {device!r} asks for CUDA but no CUDA device is available; use auto or cpu"
+        raise DeviceError(
+            f"segment.device: {device!r} asks for CUDA but no CUDA device is available; use auto or cpu"
         )
     return dev
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.errors import ModelError
+from stream.errors import DeviceError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -122,8 +122,9 @@ def check_input_size(input_size: int) -> None:
         )
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' → the first CUDA device if there is one, else the CPU; 'cpu', 'cuda', 'cuda:N' as given."""
+def resolve_device(device: str, key: str = "detect.device") -> torch.device:
+    """'auto' → the first CUDA device if there is one, else the CPU; 'cpu', 'cuda', 'cuda:N' as given.
+    DeviceError (naming ``key``) for a CUDA device that is not there."""
     import torch
 
     if device == "auto":
@@ -136,12 +137,12 @@ def resolve_device(device: str) -> torch.device:
         ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ModelError(
-                f"device {device!r} asked for, but torch sees no CUDA device; use 'cpu' or 'auto'"
+            raise DeviceError(
+                f"{key}: {device!r} asked for, but torch sees no CUDA device; use 'cpu' or 'auto'"
             )
         if (dev.index or 0) >= torch.cuda.device_count():
-            raise ModelError(
-                f"device {device!r} does not exist: torch sees {torch.cuda.device_count()} CUDA device(s)"
+            raise DeviceError(
+                f"{key}: {device!r} does not exist: torch sees {torch.cuda.device_count()} CUDA device(s)"
             )
     elif dev.type != "cpu":
         raise ModelError(f"unsupported device {device!r} (detect.device); use 'auto', 'cpu' or 'cuda:N'")

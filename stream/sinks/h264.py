@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any
 
 import av
 import cv2
 import numpy as np
-from pydantic import Field
 
-from stream.config import StrictModel
+from stream.sections.sinks import EncoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +34,6 @@ X264_PRESETS = (
     "veryslow",
 )
 NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
-
-
-class EncoderConfig(StrictModel):
-    """codec: 'auto' (NVENC when it opens on this machine, else libx264) or a fixed encoder.
-    preset: libx264 speed preset (ultrafast: 18-37 fps at 1080p on 2 busy CPU cores, veryfast: ~12);
-    nvenc_preset: NVENC p1 (fastest) … p7 (best).
-    crf: quality, 0–51, lower is better (libx264 crf, NVENC cq).
-    bitrate_kbps: constant bitrate in kbit/s instead of crf (what RTSP servers
-    and players prefer); None = quality-based."""
-
-    codec: Literal["auto", "libx264", "h264_nvenc"] = "auto"
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = "ultrafast"
-    nvenc_preset: Literal["p1", "p2", "p3", "p4", "p5", "p6", "p7"] = "p4"
-    crf: int = Field(default=23, ge=0, le=51)
-    bitrate_kbps: int | None = Field(default=None, ge=50, le=200_000)
 
 
 def nvenc_available() -> tuple[bool, str]:

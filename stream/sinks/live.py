@@ -25,31 +25,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
-
-from stream.config import Config, StrictModel, validate_section
+from stream.config import Config, validate_section
 from stream.errors import ConfigError
 from stream.httpd import is_loopback
 from stream.live.hub import LiveHub
 from stream.live.server import LiveServer
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, class_names_of
+from stream.sections.sinks import LiveConfig
 
 log = logging.getLogger(__name__)
 
 _MIN_TOKEN_CHARS = 16
-
-
-class LiveConfig(StrictModel):
-    """``sinks.live``. max_fps: per source (pictures and object events); jpeg_quality: 1..100."""
-
-    enabled: bool = True
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(8080, ge=0, le=65535)
-    token: SecretStr | None = None
-    max_fps: float = Field(15.0, gt=0, le=120)
-    jpeg_quality: int = Field(80, ge=1, le=100)
 
 
 class LiveSink:
@@ -140,21 +129,14 @@ class LiveSink:
 def recording_root(config: Config) -> Path | None:
     """``sinks.record.root`` (resolved) when the record sink is on, else None."""
     record = config.sinks.record
-    section = record if isinstance(record, dict) else getattr(record, "__dict__", {})
-    if not section or section.get("enabled", True) is False:
+    if record is None or not record.enabled:
         return None
-    return Path(str(section.get("root") or "recordings")).expanduser().resolve()
+    return Path(record.root or "recordings").expanduser().resolve()
 
 
-def build(section: dict, config: Config) -> LiveSink:
+def build(section: LiveConfig | dict[str, Any], config: Config) -> LiveSink:
     """The live sink from ``sinks.live``, serving the config's source ids and, when the
     record sink is on, its recordings (``sinks.record.root``) read-only."""
-    token = section.get("token")
-    if token is not None and not isinstance(token, str):
-        # checked here so that pydantic's message, which quotes the value, never shows the token
-        raise ConfigError(
-            "config error: sinks.live.token: must be a string (quote it in YAML, or use ${ENV:NAME})"
-        )
     params = validate_section(LiveConfig, section, "sinks.live")
     return LiveSink(
         params, [s.id for s in config.sources], class_names_of(config), recordings=recording_root(config)

@@ -26,40 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from pydantic import Field, field_validator
 
 from stream import transport
 from stream.client import EndRecord, FrameRecord, PublishedObject, Rle, encode_record
-from stream.config import Config, StrictModel, validate_section
+from stream.config import Config, validate_section
 from stream.errors import ConfigError, TransportError
 from stream.masks.rle import crop_counts
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects, class_names_of
+from stream.sections.sinks import PublishConfig
 
 log = logging.getLogger(__name__)
 
 
-class PublishConfig(StrictModel):
-    """``sinks.publish``. endpoint: address to bind (tcp://HOST:PORT or ipc://PATH);
-    hwm: messages queued per subscriber before PUB drops for it;
-    curve_server_secret_key_file: NAME.key_secret (from ``stream keys gen``) turns
-    CURVE on; curve_allowed_keys_dir / curve_allowed_keys: client public key files
-    (*.key) allowed in; encode_masks: False sends objects without masks."""
-
-    enabled: bool = True
-    endpoint: str = "tcp://127.0.0.1:5560"
-    hwm: int = Field(default=100, ge=1, le=1_000_000)
-    curve_server_secret_key_file: str | None = None
-    curve_allowed_keys_dir: str | None = None
-    curve_allowed_keys: list[str] = []
-    encode_masks: bool = True
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str) -> str:
-        if not v.startswith(("tcp://", "ipc://")):
-            raise ValueError("must be tcp://HOST:PORT or ipc://PATH")
-        return v
 
 
 def frame_size(frame: Frame) -> tuple[int, int]:
@@ -214,7 +193,7 @@ class PublishSink:
         self._ctx.term()
 
 
-def build(section: dict[str, Any], config: Config) -> PublishSink:
+def build(section: PublishConfig | dict[str, Any], config: Config) -> PublishSink:
     """The sink for ``sinks.publish`` (see PublishConfig). Raises ConfigError."""
     cfg = validate_section(PublishConfig, section, "sinks.publish")
     secret = None
@@ -239,11 +218,14 @@ def build(section: dict[str, Any], config: Config) -> PublishSink:
     except TransportError as exc:
         raise ConfigError(f"config error: sinks.publish: {exc}") from None
     class_names = class_names_of(config)
-    return PublishSink(
-        cfg.endpoint,
-        hwm=cfg.hwm,
-        class_names=class_names,
-        encode_masks=cfg.encode_masks,
-        curve_secret_key=secret,
-        allowed_keys=allowed,
-    )
+    try:
+        return PublishSink(
+            cfg.endpoint,
+            hwm=cfg.hwm,
+            class_names=class_names,
+            encode_masks=cfg.encode_masks,
+            curve_secret_key=secret,
+            allowed_keys=allowed,
+        )
+    except TransportError as exc:  # e.g. the port is in use: name the key to change
+        raise TransportError(f"sinks.publish.endpoint: {exc}") from None

@@ -42,32 +42,17 @@ from typing import Any
 
 import av
 import numpy as np
-from pydantic import Field
 
-from stream.config import Config, StrictModel, validate_section
-from stream.errors import ConfigError, StreamError
+from stream.config import Config, validate_section
+from stream.errors import StreamError
 from stream.messages import Frame, FrameHeader
+from stream.sections.sinks import RecordConfig, SinksConfig, check_sink_sources
 from stream.sinks.background import BackgroundWorker
-from stream.sinks.h264 import EncoderConfig, check_image, even_size, resolve_codec
+from stream.sinks.h264 import check_image, even_size, resolve_codec
 from stream.sinks.retention import apply_retention, new_segment_paths, source_dir
 from stream.sinks.segments import Segment
 
 log = logging.getLogger(__name__)
-
-
-class RecordConfig(StrictModel):
-    enabled: bool = True
-    root: str = "recordings"
-    annotated: bool = True
-    segment_s: float = Field(default=60.0, gt=0, le=86_400)
-    fragment_s: float = Field(default=1.0, gt=0, le=60)
-    max_age_s: float | None = Field(default=None, gt=0)
-    max_size_mb: float | None = Field(default=None, gt=0)
-    retention_interval_s: float = Field(default=10.0, gt=0)
-    queue_size: int = Field(default=64, ge=1, le=10_000)
-    masks: bool = True
-    sources: list[str] | None = None
-    encoder: EncoderConfig = EncoderConfig()
 
 
 @dataclass(frozen=True)
@@ -324,17 +309,12 @@ class RecordSink:
             apply_retention(self.root, max_age_s=cfg.max_age_s, max_bytes=max_bytes, keep=self._open.values())
 
 
-def build(section: dict[str, Any], config: Config) -> RecordSink:
+def build(section: RecordConfig | dict[str, Any], config: Config) -> RecordSink:
     """The record sink from ``sinks.record`` (validated here; errors name the key). Each
     recorded source's directory is created and checked to be inside the root (SourceError)."""
     cfg = validate_section(RecordConfig, section, "sinks.record")
     known = [s.id for s in config.sources]
-    unknown = sorted(set(cfg.sources or ()) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"config error: sinks.record.sources: {', '.join(unknown)} not among the configured sources "
-            f"({', '.join(known)})"
-        )
+    check_sink_sources(SinksConfig(record=cfg), known)
     sink = RecordSink(cfg)
     for source in cfg.sources if cfg.sources is not None else known:
         source_dir(sink.root, source)  # refuse a directory that escapes the root now, not mid-run

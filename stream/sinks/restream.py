@@ -31,20 +31,17 @@ import logging
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import av
 import numpy as np
-from pydantic import Field
 
-from stream.config import Config, StrictModel, validate_section
-from stream.errors import ConfigError
+from stream.config import Config, validate_section
 from stream.messages import Frame, FrameHeader
-from stream.redact import Scrubber, mask_url
+from stream.redact import Scrubber
+from stream.sections.sinks import RestreamConfig, SinksConfig, check_sink_sources, check_url
 from stream.sinks.background import BackgroundWorker
 from stream.sinks.h264 import (
-    EncoderConfig,
     add_h264_stream,
     check_image,
     even_size,
@@ -53,35 +50,6 @@ from stream.sinks.h264 import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class RestreamConfig(StrictModel):
-    enabled: bool = True
-    url: str
-    annotated: bool = True
-    sources: list[str] | None = None
-    transport: Literal["tcp", "udp"] = "tcp"
-    keyframe_s: float = Field(default=1.0, gt=0, le=30)
-    queue_size: int = Field(default=8, ge=1, le=1000)
-    io_timeout_s: float = Field(default=5.0, gt=0, le=120)
-    retry_initial_s: float = Field(default=1.0, gt=0, le=600)
-    retry_max_s: float = Field(default=30.0, gt=0, le=3600)
-    encoder: EncoderConfig = EncoderConfig(bitrate_kbps=4000)  # type: ignore[call-arg]
-
-
-def check_url(url: str, key: str = "sinks.restream.url") -> None:
-    """Raise ConfigError (with the url masked) unless ``url`` is rtsp(s)://host[:port]/…"""
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("rtsp", "rtsps") and bool(parts.hostname)
-        _ = parts.port
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ConfigError(
-            f"config error: {key}: {mask_url(url)!r} is not an RTSP url "
-            "(expected rtsp://[user:password@]host[:port]/path)"
-        )
 
 
 @dataclass(frozen=True)
@@ -265,16 +233,8 @@ class RestreamSink:
         }
 
 
-def build(section: dict[str, Any], config: Config) -> RestreamSink:
+def build(section: RestreamConfig | dict[str, Any], config: Config) -> RestreamSink:
     """The restream sink from ``sinks.restream``; errors name the key and never show a password."""
-    if "url" in section:
-        check_url(str(section["url"]))
     cfg = validate_section(RestreamConfig, section, "sinks.restream")
-    chosen = cfg.sources if cfg.sources is not None else [s.id for s in config.sources]
-    if "{source}" not in cfg.url and len(chosen) > 1:
-        raise ConfigError(
-            f"config error: sinks.restream.url: {mask_url(cfg.url)!r} has no {{source}} but "
-            f"{len(chosen)} sources would be pushed ({', '.join(chosen)}); add {{source}} to the "
-            "url's path or list one source in sinks.restream.sources"
-        )
+    check_sink_sources(SinksConfig(restream=cfg), [s.id for s in config.sources])
     return RestreamSink(cfg)

@@ -11,39 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
-
-from stream.config import Config, StrictModel, validate_section
+from stream.config import Config
 from stream.messages import Frame
+from stream.sections.stages import DetectConfig
 from stream.stage import StageBase
 
 log = logging.getLogger(__name__)
 
 
-class DetectConfig(StrictModel):
-    """model: YOLO-NAS size. weights: a registry name (``stream weights list``) or a
-    checkpoint path; default the official COCO weights of ``model``. class_names:
-    for a fine-tuned checkpoint (default COCO). classes: keep only these names."""
-
-    model: Literal["yolo_nas_s", "yolo_nas_m", "yolo_nas_l"] = "yolo_nas_s"
-    weights: str | None = None
-    num_classes: int | None = Field(None, ge=1)
-    class_names: list[str] | None = None
-    input_size: int = Field(640, ge=64, le=2048, multiple_of=32)
-    conf: float | None = Field(None, ge=0, lt=1)
-    iou: float | None = Field(None, gt=0, le=1)
-    max_detections: int | None = Field(None, ge=1)
-    classes: list[str] | None = None
-    device: str = "auto"
-    max_batch: int = Field(8, ge=1, le=256)
-    max_wait_ms: float = Field(5.0, ge=0)
-    random_seed: int = 0
-
-
 def params(config: Config) -> DetectConfig:
-    return validate_section(DetectConfig, config.detect, "detect")
+    return config.detect
 
 
 def checkpoint_path(config: Config) -> Path | None:

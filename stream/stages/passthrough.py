@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 
-from stream.config import Config, PassthroughConfig
+from stream.config import Config
 from stream.messages import Frame
+from stream.sections.stages import PassthroughConfig
 from stream.sources.pattern import read_seq
 from stream.stage import StageBase
 

@@ -9,7 +9,7 @@ through untouched::
       night-cam: {denoise: bilateral, strength: 8, gamma: 1.8, clahe: true}
       "*": {clahe: true}
 
-Each key holds a ``stream.preprocess.PreprocessConfig``; the operations are the
+Each key holds a ``stream.sections.preprocess.PreprocessConfig``; the operations are the
 ones ``stream predict --preprocess`` applies to stills.
 
 The stage returns ``frame.evolve(image=processed)``. With pixels in shared memory
@@ -23,9 +23,8 @@ have read the raw pixels of that slot.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from stream.config import Config
+from stream.config import ALL_SOURCES, Config
 from stream.errors import ConfigError
 from stream.messages import Frame
 from stream.preprocess import PreprocessConfig, Preprocessor
@@ -33,40 +32,10 @@ from stream.stage import StageBase
 
 log = logging.getLogger(__name__)
 
-ALL_SOURCES = "*"
-
-
-def _section(config: Config) -> dict[str, Any]:
-    section = getattr(config, "preprocess", None) or {}
-    if not isinstance(section, dict):
-        raise ConfigError(
-            "config error: preprocess: must be a mapping of source id → settings, "
-            f"e.g. {{cam1: {{gamma: 1.8}}}} (got {type(section).__name__})"
-        )
-    return section
-
-
 def params(config: Config) -> dict[str, PreprocessConfig]:
-    """Validated per-source settings: {source id or "*": PreprocessConfig}. Raises ConfigError
-    naming ``preprocess.<key>.<field>`` for a bad value, or a key that is not a source id."""
-    from stream.config import validate_section
-
-    ids = [s.id for s in config.sources]
-    out: dict[str, PreprocessConfig] = {}
-    for key, value in _section(config).items():
-        key = str(key)
-        if key != ALL_SOURCES and key not in ids:
-            raise ConfigError(
-                f"config error: preprocess.{key}: no source has this id (sources: {', '.join(ids)}; "
-                f"'{ALL_SOURCES}' applies to all)"
-            )
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"config error: preprocess.{key}: expected a mapping of settings, e.g. {{gamma: 1.8}}, "
-                f"got {value!r}"
-            )
-        out[key] = validate_section(PreprocessConfig, value, f"preprocess.{key}")
-    return out
+    """Per-source settings: {source id or "*": PreprocessConfig}, validated at load
+    (a key that is not a source id is refused there)."""
+    return dict(config.preprocess)
 
 
 def preflight(config: Config) -> None:

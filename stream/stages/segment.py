@@ -15,14 +15,13 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from stream.config import Config, StrictModel, validate_section
+from stream.config import Config
 from stream.messages import Frame
 from stream.objects import ObjectMasks
+from stream.sections.stages import SegmentConfig
 from stream.stage import StageBase
 
 log = logging.getLogger(__name__)
@@ -31,33 +30,8 @@ KIND_CODES = {"keyframe": 0, "propagated": 1}
 NO_MASK = 2
 
 
-class SegmentConfig(StrictModel):
-    """model: SAM size ('tiny' is a small SAM for tests). weights: registry name
-    (e.g. sam_vit_b) or a checkpoint path; default the official weights of ``model``.
-    interval: frames between keyframes per track; drift_iou: refresh when the box's
-    IoU with its keyframe box falls below this; async_keyframes: run SAM beside the
-    stream instead of in it ('auto': for live sources), so a keyframe never holds a
-    frame back: its masks arrive up to max_lag_frames later (older ones are discarded)
-    and are moved to the boxes of the frame they land on; appearance_ncc: refresh when the box's
-    content correlates less than this with the keyframe's; method: propagation between keyframes."""
-
-    model: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_b"
-    weights: str | None = None
-    device: str = "auto"
-    interval: int | None = Field(10, ge=1)
-    drift_iou: float | None = Field(0.5, gt=0, le=1)
-    appearance_ncc: float | None = Field(0.7, ge=-1, le=1)
-    method: Literal["box", "flow"] = "box"
-    max_masks: int = Field(64, ge=1)
-    max_missed: int = Field(30, ge=0)
-    multimask: bool = False
-    random_seed: int = 0
-    async_keyframes: Literal["auto", "always", "never"] = "auto"
-    max_lag_frames: int = Field(15, ge=1)
-
-
 def params(config: Config) -> SegmentConfig:
-    return validate_section(SegmentConfig, config.segment, "segment")
+    return config.segment
 
 
 def checkpoint_path(config: Config) -> Path | None:

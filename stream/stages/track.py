@@ -7,25 +7,15 @@ on this frame, so later stages free their state.
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from stream.config import Config, StrictModel, validate_section
+from stream.config import Config
 from stream.messages import Frame
 from stream.models.tracker import SourceTracker, TrackerParams
+from stream.sections.stages import TrackConfig
 from stream.stage import StageBase
 
 
-class TrackConfig(StrictModel):
-    track_activation_threshold: float = Field(0.7, ge=0, le=1)
-    high_conf_det_threshold: float = Field(0.6, ge=0, le=1)
-    minimum_iou_threshold: float = Field(0.1, ge=0, le=1)
-    lost_track_buffer: int = Field(30, ge=0)
-    minimum_consecutive_frames: int = Field(2, ge=1)
-    frame_rate: float = Field(30.0, gt=0)
-
-
 def params(config: Config) -> TrackConfig:
-    return validate_section(TrackConfig, config.track, "track")
+    return config.track
 
 
 def preflight(config: Config) -> None:

@@ -61,7 +61,7 @@ def test_on_a_cpu_the_demo_takes_the_shared_random_weight_settings_and_the_users
     assert chosen["segment.async_keyframes"] == "always" and chosen["segment.max_lag_frames"] == 30
     config = demo._load(argparse.Namespace(overrides=["detect.conf=0.2"], random_weights=False),
                         [c.override() for c in demo._random_choices(_config(tmp_path), ["detect.conf=0.2"])])
-    assert config.detect["conf"] == 0.2 and config.detect["input_size"] == 320 and config.segment["model"] == "tiny"
+    assert config.detect.conf == 0.2 and config.detect.input_size == 320 and config.segment.model == "tiny"
 
 
 def test_bench_pipeline_builds_its_settings_from_the_same_choices():
