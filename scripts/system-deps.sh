@@ -3,7 +3,8 @@
 # GStreamer's RTSP server with Python bindings, used by tests/rtsp_server.py as the
 # real RTSP server that the restream (RECORD/push) and live-source (PLAY) tests talk to;
 # Mosquitto, the real MQTT broker the mqtt sink tests start on a free loopback port (its
-# system service is not used), and openssl for the TLS test's self-signed certificate.
+# system service is not used), and openssl for the TLS test's self-signed certificate;
+# iproute2 (ip netns, ss) for the cross-host test and bench (two hosts as network namespaces).
 # Idempotent; uses sudo only when not root. Usage: scripts/system-deps.sh
 set -euo pipefail
 
@@ -21,6 +22,7 @@ PACKAGES=(
   gstreamer1.0-tools
   mosquitto
   openssl
+  iproute2
 )
 
 if ! command -v apt-get >/dev/null 2>&1; then

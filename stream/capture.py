@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -41,7 +42,7 @@ from stream.messages import EndOfStream, Frame, FrameHeader, Reset, encode_frame
 from stream.sources.base import Source, SourceFrame
 from stream.sources.live import LiveSource, LiveStatus
 from stream.stage import Counters, Heartbeater, StopFlag
-from stream.transport import FrameRing, open_socket, send_parts
+from stream.transport import Curve, FrameRing, open_socket, send_parts
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class CaptureSpec:
     heartbeat_interval_s: float = 1.0
     slot_wait_timeout_s: float = 30.0
     random_weights: bool = False
+    output_curve: dict[str, Any] | None = None  # transport.curve: the run's own keys
+    control_curve: dict[str, Any] | None = None
 
 
 class CaptureRunner:
@@ -110,10 +113,10 @@ class CaptureRunner:
     def run(self) -> int:
         spec = self.spec
         self._hbctx = zmq.Context()  # see StageRunner: heartbeats go on while queued frames drain
-        self.hb = Heartbeater(open_socket(self._hbctx, spec.heartbeat, hwm=100), f"capture:{spec.source_id}",
-                              self.counters, spec.heartbeat_interval_s)
+        hb_sock = open_socket(self._hbctx, spec.heartbeat, hwm=100, curve=Curve.from_spec(spec.control_curve))
+        self.hb = Heartbeater(hb_sock, f"capture:{spec.source_id}", self.counters, spec.heartbeat_interval_s)
         self.hb.start()
-        out = open_socket(self._zctx, spec.output, hwm=spec.hwm)
+        out = open_socket(self._zctx, spec.output, hwm=spec.hwm, curve=Curve.from_spec(spec.output_curve))
         self.out = out
         ring = FrameRing.attach(Path(spec.ring_path))
         seq = ring.next_seq

@@ -67,7 +67,12 @@ def main() -> int:
 
             out = build_output(config)
             return StageRunner(out, spec, sink=out).run()
-        return StageRunner(build_stage(spec.name.split("#")[0], config), spec).run()
+        sent = None
+        if spec.report:  # upstream of a split: what crossed the hop, for this host's summary
+            from stream.stages.output import OutputStage
+
+            sent = OutputStage([])
+        return StageRunner(build_stage(spec.name.split("#")[0], config), spec, sink=sent).run()
     except StreamError as exc:
         logging.getLogger("stream.worker").error("%s", exc)
         return exc.exit_code

@@ -15,6 +15,9 @@ def register(sub: Any) -> None:
     run = sub.add_parser("run", help="run a pipeline until its sources end (Ctrl-C stops it cleanly)")
     _common(run)
     run.add_argument("--summary-json", type=Path, help="also write the end-of-run summary as JSON here")
+    run.add_argument("--part", choices=["upstream", "downstream"],
+                     help="with a split pipeline (split: in the config): the part this host runs "
+                          "(same as --set split.part=PART; docs/crosshost.md)")
     run.set_defaults(handler=cmd_run)
 
     check = sub.add_parser("check", help="validate a config and open its sources, without running")
@@ -48,6 +51,8 @@ def _cli_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [f"cache_dir={cache_dir(os.environ)}", *args.overrides]
     if args.random_weights:
         overrides.append("random_weights=true")
+    if getattr(args, "part", None):
+        overrides.append(f"split.part={args.part}")
     return overrides
 
 
