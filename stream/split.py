@@ -15,6 +15,7 @@ host runs until its output has seen every source end, as on one host.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ from stream.transport import Curve
 
 if TYPE_CHECKING:
     from stream.config import Config, SplitConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,9 @@ def plan(config: Config) -> SplitPlan | None:
         raise ConfigError("config error: split.part: say which part this host runs "
                           "(stream run CONFIG --part upstream | --part downstream)")
     p = SplitPlan(sp.part, config.pipeline.index(sp.after) + 1, sp)
-    hop_curve(p)  # read the key files now: a bad path stops the run before any process starts
+    if hop_curve(p) is None:  # (reads the key files now: a bad path stops the run before any process starts)
+        log.warning("split: the hop %s is plaintext (split.allow_plaintext): anyone who can reach it can send "
+                    "frames to this pipeline", sp.bind or sp.address)
     return p
 
 

@@ -9,10 +9,11 @@ dropped) and as fast as the chain goes: ``pattern`` (pre-rendered gradients and 
 checkerboard, one memcpy per frame) or ``street`` (the bundled street clip scaled
 to the benchmark size and decoded by PyAV: a camera-like picture for JPEG).
 
+Rows: raw and JPEG with CURVE on, and raw in plaintext (what CURVE costs).
 fps: host b's output, first to last frame. bytes_per_frame: what host b's end of
 the link received during the run (the kernel's counter: IP, TCP and CURVE
 overhead included) divided by the frames received.
-Summary keys: raw_fps, jpeg_fps, raw_bytes_per_frame, jpeg_bytes_per_frame, jpeg_ratio.
+Summary keys: raw_fps, jpeg_fps, raw_plaintext_fps, raw_bytes_per_frame, jpeg_bytes_per_frame, jpeg_ratio.
 """
 
 from __future__ import annotations
@@ -67,28 +68,33 @@ def _street_clip(path: Path, frames: int, width: int, height: int) -> None:
             out.mux(pkt)
 
 
-def _config(args: argparse.Namespace, hosts: Any, work: Path, codec: str) -> Path:
+def _config(args: argparse.Namespace, hosts: Any, work: Path, codec: str, curve: bool) -> Path:
     if args.source == "street":
         source: dict[str, Any] = {"id": "cam", "type": "file", "path": str(work / "street.mp4")}
     else:
         source = {"id": "cam", "type": "pattern", "fps": 1000.0, "max_frames": args.frames,
                   "synthetic": {"width": args.width, "height": args.height}}
     keys = work / "keys"
+    split: dict[str, Any] = {
+        "after": "passthrough", "address": f"tcp://{hosts.address('b')}:{PORT}",
+        "bind": f"tcp://0.0.0.0:{PORT}", "pixels": codec, "jpeg_quality": args.jpeg_quality,
+    }
+    if curve:
+        split.update(curve_server_secret_key_file=str(keys / "b.key_secret"), curve_allowed_keys=[str(keys / "a.key")],
+                     curve_client_secret_key_file=str(keys / "a.key_secret"),
+                     curve_server_public_key_file=str(keys / "b.key"))
+    else:
+        split["allow_plaintext"] = True
     cfg = {
         "name": f"bench-crosshost-{codec}",
         "sources": [source],
         "pipeline": ["passthrough"],
         "transport": {"endpoints": "tcp", "pixels": "inline", "hwm": args.hwm},
-        "split": {
-            "after": "passthrough", "address": f"tcp://{hosts.address('b')}:{PORT}",
-            "bind": f"tcp://0.0.0.0:{PORT}", "pixels": codec, "jpeg_quality": args.jpeg_quality,
-            "curve_server_secret_key_file": str(keys / "b.key_secret"), "curve_allowed_keys": [str(keys / "a.key")],
-            "curve_client_secret_key_file": str(keys / "a.key_secret"), "curve_server_public_key_file": str(keys / "b.key"),
-        },
+        "split": split,
         "metrics": {"enabled": False},
         "supervisor": {"drain_idle_s": 60},
     }
-    path = work / f"{codec}.yaml"
+    path = work / f"{codec}-{'curve' if curve else 'plain'}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -142,21 +148,22 @@ def run(args: argparse.Namespace) -> BenchResult:
             generate_curve_keypair(work / "keys", name)
         if args.source == "street":
             _street_clip(work / "street.mp4", args.frames, args.width, args.height)
-        for codec in ("raw", "jpeg"):
-            summary, rx = _run_pair(hosts, _config(args, hosts, work, codec), work, codec)
+        for codec, curve in (("raw", True), ("jpeg", True), ("raw", False)):
+            label = codec if curve else f"{codec}-plaintext"
+            summary, rx = _run_pair(hosts, _config(args, hosts, work, codec, curve), work, label)
             frames = summary["processed"]
             if frames != args.frames or summary["dropped"]:
                 raise StreamError(f"{codec}: {frames} of {args.frames} frames arrived, dropped {summary['dropped']}")
             per_frame = rx / frames
-            figures[codec] = (summary["fps"], per_frame)
+            figures[label] = (summary["fps"], per_frame)
             result.rows.append({
-                "pixels": codec, "frames": frames, "fps": summary["fps"], "bytes_per_frame": round(per_frame),
+                "pixels": codec, "curve": curve, "frames": frames, "fps": summary["fps"], "bytes_per_frame": round(per_frame),
                 "MB_per_s": per_frame * summary["fps"] / 1e6, "e2e_p50_ms": summary["latency_p50_ms"],
                 "e2e_p99_ms": summary["latency_p99_ms"],
             })
     raw, jpeg = figures["raw"], figures["jpeg"]
     result.summary = {
-        "raw_fps": raw[0], "jpeg_fps": jpeg[0],
+        "raw_fps": raw[0], "jpeg_fps": jpeg[0], "raw_plaintext_fps": figures["raw-plaintext"][0],
         "raw_bytes_per_frame": round(raw[1]), "jpeg_bytes_per_frame": round(jpeg[1]),
         "jpeg_ratio": jpeg[1] / raw[1] if raw[1] else float("nan"),
         "resolution": f"{args.width}x{args.height}", "source": args.source, "jpeg_quality": args.jpeg_quality,
