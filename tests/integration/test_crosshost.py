@@ -51,7 +51,7 @@ def write_config(tmp_path: Path, hosts: HostPair, video: Path, **changes: Any) -
     cfg: dict[str, Any] = {
         "sources": [{"id": "cam1", "type": "file", "path": str(video)}],
         "pipeline": ["passthrough"],
-        "transport": {"endpoints": "tcp", "pixels": "inline"},
+        "transport": {"endpoints": "tcp", "pixels": "inline", "curve": True},  # CURVE on the local hops too
         "split": {
             "after": "passthrough", "address": f"tcp://{hosts.address('b')}:{PORT}", "bind": f"tcp://0.0.0.0:{PORT}",
             "pixels": "raw",
@@ -164,6 +164,7 @@ def test_every_frame_of_a_file_crosses_the_curve_hop_in_order_with_pts_and_unkno
     assert hosts.rx_bytes("b") - rx0 >= frames * w * h * 3
 
 
+@pytest.mark.slow  # YOLO-NAS is exported once per session (artifact_cache): the first user pays for it
 def test_a_detect_host_feeds_a_track_and_segment_host_with_jpeg_pixels(
         hosts: HostPair, tmp_path: Path, artifact_cache: Path) -> None:
     import av
