@@ -51,13 +51,19 @@ def _cli_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [f"cache_dir={cache_dir(os.environ)}", *args.overrides]
     if args.random_weights:
         overrides.append("random_weights=true")
-    if getattr(args, "part", None):
-        overrides.append(f"split.part={args.part}")
     return overrides
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run(_load(args), args)
+    config = _load(args)
+    if args.part:
+        if config.split is None:
+            from stream.errors import ConfigError
+
+            raise ConfigError(f"--part {args.part}: {args.config} has no split section, so there are no parts "
+                              "(see docs/crosshost.md)")
+        config = config.model_copy(update={"split": config.split.model_copy(update={"part": args.part})})
+    return _run(config, args)
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
