@@ -208,3 +208,30 @@ def test_a_detect_host_feeds_a_track_and_segment_host_with_jpeg_pixels(
     for i in (0, frames - 1):
         assert abs(int(np.median(decoded[i][h // 2 :, w // 2 :])) - (i * 7) % 256) <= 12
         assert abs(int(np.median(decoded[i][: h // 2, : w // 2])) - (i * 37) % 256) <= 12
+
+
+def test_stopping_host_a_ends_both_runs_and_every_frame_it_sent_arrives(hosts: HostPair, tmp_path: Path) -> None:
+    import signal
+
+    keys(tmp_path)
+    live = {"id": "cam1", "type": "pattern", "live": True, "fps": 20, "synthetic": {"width": 96, "height": 64}}
+    cfg = write_config(tmp_path, hosts, tmp_path / "unused.mp4", sources=[live], **{"split.pixels": "jpeg"})
+    out = tmp_path / "b" / "frames.jsonl"
+    down = start(hosts, "b", cfg, "downstream", tmp_path)
+    up = start(hosts, "a", cfg, "upstream", tmp_path)
+    try:
+        wait_for(lambda: out.exists() and out.read_text().count("\n") >= 10 or up.poll() is not None, 120,
+                 "frames at host b")
+        up.send_signal(signal.SIGINT)  # Ctrl-C on host A: its sources stop, the end of stream crosses the hop
+        up_rc, up_err = finish(up, 60)
+        down_rc, down_err = finish(down, 60)
+    finally:
+        for p in (down, up):
+            if p.poll() is None:
+                p.kill()
+    assert up_rc == 0, up_err[-3000:]
+    assert down_rc == 0, down_err[-3000:]
+    seqs = [r["seq"] for r in records(out)]
+    assert len(seqs) >= 10 and seqs == sorted(set(seqs))
+    sent = json.loads((tmp_path / "upstream.json").read_text())["sources"][0]["processed"]
+    assert len(seqs) == sent  # nothing handed to the hop was lost on the way out
