@@ -269,6 +269,7 @@ class StageRunner:
         self._rings = RingCache(Path(spec.ring_dir))
         self.out: zmq.Socket[Any] | None = None
         self._give_up_at = float("inf")
+        self._in_control = False
 
     def _should_stop_sending(self) -> bool:
         return self.stop() or time.monotonic() > self._give_up_at
@@ -297,7 +298,8 @@ class StageRunner:
             self.hb.beat()
             while not self.stop() and len(self.ended) < len(self.spec.sources):
                 self._poll_control()
-                self._step()
+                if len(self.ended) < len(self.spec.sources):  # a drain may have just ended them all
+                    self._step()
             if len(self.ended) >= len(self.spec.sources):
                 self._finish()
                 self._wait_until_released()
@@ -310,7 +312,8 @@ class StageRunner:
                 self.inp.close(linger=0)
                 self.ctl.close(linger=0)
                 if self.out is not None:  # delivery was awaited in _wait_until_released, or is now
-                    close_flushing(self.out, self.spec.output_linger_s)
+                    # after a drain the supervisor waits only so long: so does the hand-over
+                    close_flushing(self.out, min(self.spec.output_linger_s, max(0.0, self._give_up_at - time.monotonic())))
                 self._auth.stop()
                 self._zctx.term()
                 self.hb.stop()
@@ -331,6 +334,15 @@ class StageRunner:
         while not self.stop():
             self._poll_control()
             time.sleep(0.05)
+
+    def _poll_control_once(self) -> None:
+        """``_poll_control`` from inside a blocked send, not again from inside itself."""
+        if not self._in_control:
+            self._in_control = True
+            try:
+                self._poll_control()
+            finally:
+                self._in_control = False
 
     def _poll_control(self) -> None:
         parts = recv_parts(self.ctl, 0)
@@ -464,7 +476,9 @@ class StageRunner:
             return
         parts = encode_frame(frame, inline_image=self.spec.inline_pixels, image_codec=self.spec.image_codec,
                              jpeg_quality=self.spec.jpeg_quality)
-        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self._should_stop_sending):
+        # a drain must reach a stage blocked here (its downstream gone, e.g. the other host)
+        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self._should_stop_sending,
+                      on_wait=self._poll_control_once):
             self.counters.frames_out += 1
             if self.sink is not None:  # reports what it handed to the next host
                 self.sink.write(frame)

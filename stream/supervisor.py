@@ -84,6 +84,7 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         self._lock = threading.Lock()
         self._stopping: str | None = None
+        self._stop_drained = False
         self._last_progress = (0, time.monotonic())
         self._drained_at = 0.0
         self._source_states: dict[str, str] = {}
@@ -249,6 +250,12 @@ class Supervisor:
                     captures_started = True
                 self._check_procs()
                 self._maybe_drain()
+                if self.split is not None and self._stopping and not self._stop_drained \
+                        and time.monotonic() > self._stop_deadline - 4.0:
+                    # a stage blocked on the other host would be killed at the deadline without
+                    # its report: drained now, it gives up sending and finishes in time
+                    self.ctl_sock.send(encode_control(Control("drain")))
+                    self._stop_drained = True
                 if self._stopping and time.monotonic() > self._stop_deadline:
                     log.warning("shutdown deadline passed; terminating remaining processes")
                     break
@@ -345,7 +352,10 @@ class Supervisor:
         once every capture has finished and nothing moved for drain_idle_s, tell the
         stages to end their remaining sources."""
         captures = [p for p in self.procs if p.is_capture]
-        if not captures:  # downstream of a split: the upstream host drains, its end of stream comes here
+        if not captures or self.split is not None:
+            # Split: downstream, the end of stream comes from the upstream host; upstream, an idle
+            # pipeline is most often the other host not reading yet (loading its models), and
+            # draining would drop the frames it has not taken. Ctrl-C ends a split run.
             return
         if not all(p.finished or (p.hb is not None and p.hb.state in ("done", "failed")) for p in captures):
             return

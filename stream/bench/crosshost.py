@@ -92,7 +92,6 @@ def _config(args: argparse.Namespace, hosts: Any, work: Path, codec: str, curve:
         "transport": {"endpoints": "tcp", "pixels": "inline", "hwm": args.hwm},
         "split": split,
         "metrics": {"enabled": False},
-        "supervisor": {"drain_idle_s": 60},
     }
     path = work / f"{codec}-{'curve' if curve else 'plain'}.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -62,7 +62,6 @@ def write_config(tmp_path: Path, hosts: HostPair, video: Path, **changes: Any) -
         },
         "sinks": {"jsonl": {"path": str(tmp_path / "b" / "frames.jsonl")}},
         "metrics": {"enabled": False},
-        "supervisor": {"drain_idle_s": 60},
     }
     for key, value in changes.items():
         node = cfg
@@ -235,3 +234,35 @@ def test_stopping_host_a_ends_both_runs_and_every_frame_it_sent_arrives(hosts: H
     assert len(seqs) >= 10 and seqs == sorted(set(seqs))
     sent = json.loads((tmp_path / "upstream.json").read_text())["sources"][0]["processed"]
     assert len(seqs) == sent  # nothing handed to the hop was lost on the way out
+
+
+def test_stopping_host_b_first_still_lets_host_a_stop_and_report_what_it_handed_over(
+        hosts: HostPair, tmp_path: Path) -> None:
+    """Host B goes first: A's hop stage is then blocked sending; the drain must still reach
+    it, so A ends with a report of what it sent instead of being killed at its deadline."""
+    import signal
+
+    keys(tmp_path)
+    live = {"id": "cam1", "type": "pattern", "live": True, "fps": 20, "synthetic": {"width": 96, "height": 64}}
+    cfg = write_config(tmp_path, hosts, tmp_path / "unused.mp4", sources=[live])
+    out = tmp_path / "b" / "frames.jsonl"
+    down = start(hosts, "b", cfg, "downstream", tmp_path)
+    up = start(hosts, "a", cfg, "upstream", tmp_path)
+    try:
+        wait_for(lambda: out.exists() and out.read_text().count("\n") >= 10 or up.poll() is not None, 120,
+                 "frames at host b")
+        down.send_signal(signal.SIGINT)
+        down_rc, down_err = finish(down, 60)
+        up.send_signal(signal.SIGINT)
+        up_rc, up_err = finish(up, 60)
+    finally:
+        for p in (down, up):
+            if p.poll() is None:
+                p.kill()
+    assert down_rc == 0, down_err[-3000:]
+    assert up_rc == 0, up_err[-3000:]
+    got = len(records(out))
+    down_summary = json.loads((tmp_path / "downstream.json").read_text())["sources"][0]
+    assert down_summary["processed"] == got and down_summary["read"] == got  # B counts what it received
+    sent = json.loads((tmp_path / "upstream.json").read_text())["sources"][0]["processed"]
+    assert sent >= got, up_err[-4000:]  # A's report came through (what B had queued when it stopped is the difference)
