@@ -3,14 +3,16 @@ source's shared-memory ring and sends a small FrameRef downstream.
 
 Policies (DESIGN.md):
 - file sources (``live: false``) never lose a frame: before reusing a ring
-  slot the capture waits until the last stage released it, and a full
-  downstream queue blocks the send (backpressure).
+  slot the capture waits until its frame was released (by the last stage, or by
+  the stage that dropped it), and a full downstream queue blocks the send
+  (backpressure).
 - live sources never block: a full downstream queue drops the frame at the
   edge ("downstream busy", counted); ring slots are overwritten regardless and
   readers detect it by generation.
 - live sources keep frame age bounded: with shared-memory pixels at most
   ``max_in_flight`` frames of a live source are between capture and the end of
-  the pipeline (``InFlight``, from the ring's released_seq). A reconnecting live
+  the pipeline, stalled or not (``InFlight``: a frame counts until its ring slot is
+  released, by the last stage or by whoever dropped it). A reconnecting live
   source (``LiveSource``: rtsp/rtmp/http/webcam) is read only when there is room,
   so the frame sent is the newest one (its edge buffer drops the oldest); other
   live sources drop the frame at hand. With inline pixels the socket buffers hold
@@ -35,10 +37,20 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 from stream.errors import SourceError
-from stream.messages import EndOfStream, Frame, FrameHeader, Reset, encode_frame, encode_message, now_ns
+from stream.messages import (
+    EndOfStream,
+    Frame,
+    FrameHeader,
+    PixelRef,
+    Reset,
+    encode_frame,
+    encode_message,
+    now_ns,
+)
 from stream.sources.base import Source, SourceFrame
 from stream.sources.live import LiveSource, LiveStatus
 from stream.stage import Counters, Heartbeater, StopFlag
@@ -49,39 +61,64 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_IN_FLIGHT = 2  # live sources without their own setting (synthetic, pattern, file with live: true)
 
 
-class InFlight:
-    """Frames a live source sent that the last stage has not finished with.
+@dataclass
+class _Sent:
+    seq: int
+    ref: PixelRef
+    at: float  # monotonic time sent
+    epoch: int  # the ring's epoch when sent
 
-    ``has_room(released_seq)`` is False while ``limit`` frames are out. A frame that has
-    not come back after ``timeout_s()`` (max(1 s, 4 × the median recent round trip)) is
-    presumed dropped on the way (filtered by a stage, lost with a crashed one) and no
-    longer counts, so the source can never be starved. Times in seconds (monotonic).
+
+class InFlight:
+    """Frames a live source sent that are not done yet (released by the last stage, or by
+    whichever stage or capture dropped them: see ``FrameRing.release``).
+
+    ``has_room(ring)`` is False while ``limit`` frames are out, however long a stalled
+    stage holds them: a live source never has more than ``limit`` frames between capture
+    and output. Frames are forgotten only when they may have been lost with a crashed
+    process: written before the ring's epoch was bumped (by the supervisor, on a crash) and
+    not back ``timeout_s()`` (max(1 s, 4 × the median round trip)) after that; and, as a
+    last resort (a frame that vanished without a crash), after ``last_resort_s``. Both are
+    counted in ``expired``. Times in seconds (monotonic).
     """
 
-    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic, last_resort_s: float = 30.0,
+                 source: str = "") -> None:
         self.limit = limit
+        self.source = source
         self.expired = 0
+        self.last_resort_s = last_resort_s
         self._clock = clock
-        self._out: deque[tuple[int, float]] = deque()
+        self._out: deque[_Sent] = deque()
         self._trips: deque[float] = deque(maxlen=32)
+        self._epoch = -1
+        self._epoch_at = 0.0
 
     def __len__(self) -> int:
         return len(self._out)
 
-    def sent(self, seq: int) -> None:
-        self._out.append((seq, self._clock()))
+    def sent(self, seq: int, ref: PixelRef, ring: FrameRing) -> None:
+        self._out.append(_Sent(seq, ref, self._clock(), ring.epoch))
 
     def timeout_s(self) -> float:
         return max(1.0, 4.0 * statistics.median(self._trips)) if self._trips else 1.0
 
-    def has_room(self, released_seq: int) -> bool:
+    def has_room(self, ring: FrameRing) -> bool:
         now = self._clock()
-        while self._out and self._out[0][0] <= released_seq:
-            self._trips.append(now - self._out.popleft()[1])
-        timeout = self.timeout_s()
-        while self._out and now - self._out[0][1] > timeout:
-            self._out.popleft()
-            self.expired += 1
+        if ring.epoch != self._epoch:
+            self._epoch, self._epoch_at = ring.epoch, now
+        keep: deque[_Sent] = deque()
+        for item in self._out:
+            if ring.released(item.ref):
+                self._trips.append(now - item.at)
+            elif (item.epoch < self._epoch and now - self._epoch_at > self.timeout_s()) \
+                    or now - item.at > self.last_resort_s:
+                self.expired += 1
+                log.warning("source=%s seq=%d: not released %.1f s after it was sent; presumed lost%s", self.source,
+                            item.seq, now - item.at, " with a crashed process" if item.epoch < self._epoch else "")
+            else:
+                keep.append(item)
+        self._out = keep
         return len(self._out) < self.limit
 
 
@@ -96,7 +133,7 @@ class CaptureSpec:
     max_frames: int | None = None
     hwm: int = 4
     heartbeat_interval_s: float = 1.0
-    slot_wait_timeout_s: float = 30.0
+    lost_grace_s: float = 2.0  # see CaptureRunner._wait_slot
     random_weights: bool = False
     output_curve: dict[str, Any] | None = None  # transport.curve: the run's own keys
     control_curve: dict[str, Any] | None = None
@@ -109,6 +146,8 @@ class CaptureRunner:
         self.stop = StopFlag()
         self.counters = Counters()
         self._zctx = zmq.Context()
+        self._slot_epoch: dict[int, int] = {}  # ring slot -> the ring's epoch when we wrote it
+        self._lost_epoch = -1  # frames written before this epoch were declared lost
 
     def run(self) -> int:
         spec = self.spec
@@ -124,7 +163,7 @@ class CaptureRunner:
         live_src = self.source if isinstance(self.source, LiveSource) else None
         inflight = None
         if spec.live and not spec.inline_pixels:
-            inflight = InFlight(getattr(self.source, "max_in_flight", DEFAULT_MAX_IN_FLIGHT))
+            inflight = InFlight(getattr(self.source, "max_in_flight", DEFAULT_MAX_IN_FLIGHT), source=spec.source_id)
         try:
             self._set_state("connecting")
             try:
@@ -154,6 +193,8 @@ class CaptureRunner:
                 if item is None:
                     if self.stop():
                         reason = "stopped"
+                    elif getattr(self.source, "end_reason", None):  # e.g. a truncated file
+                        reason = f"end of input ({self.source.end_reason})"  # type: ignore[attr-defined]
                     break
                 if self.stop():
                     reason = "stopped"
@@ -165,7 +206,7 @@ class CaptureRunner:
                     self._send_reset(seq, str(item.extra["reset"]))
                 self.counters.frames_in += 1
                 self.counters.last_seq[spec.source_id] = seq
-                if live_src is None and inflight is not None and not inflight.has_room(ring.released_seq):
+                if live_src is None and inflight is not None and not inflight.has_room(ring):
                     self.counters.drop(spec.source_id, seq, "downstream busy")
                     seq += 1
                     ring.set_next_seq(seq)
@@ -176,9 +217,12 @@ class CaptureRunner:
                 if spec.inline_pixels:
                     header = FrameHeader(spec.source_id, seq, item.pts, (tb.numerator, tb.denominator),
                                          capture_ns, (("capture", now_ns()),), random_weights=spec.random_weights)
-                    frame = Frame(header, image=item.image)
+                    # a copy: the send is zero-copy and the source may reuse its buffer meanwhile
+                    # (the pattern source does), which would put a later frame's pixels in this one
+                    frame = Frame(header, image=np.array(item.image))
                 else:
                     ref = ring.write(seq, item.image, item.pts)
+                    self._slot_epoch[ref.slot] = ring.epoch
                     header = FrameHeader(spec.source_id, seq, item.pts, (tb.numerator, tb.denominator),
                                          capture_ns, (("capture", now_ns()),), pixels=ref,
                                          random_weights=spec.random_weights)
@@ -190,10 +234,12 @@ class CaptureRunner:
                 parts = encode_frame(frame, inline_image=spec.inline_pixels)
                 if send_parts(out, parts, block=not spec.live, timeout_s=0.2, should_stop=self.stop):
                     self.counters.frames_out += 1
-                    if inflight is not None:
-                        inflight.sent(seq)
+                    if inflight is not None and header.pixels is not None:
+                        inflight.sent(seq, header.pixels, ring)
                 else:
                     self.counters.drop(spec.source_id, seq, "downstream busy" if spec.live else "stopped")
+                    if header.pixels is not None:
+                        ring.release(header.pixels)
                 seq += 1
                 ring.set_next_seq(seq)
             self._set_state("done")
@@ -246,7 +292,7 @@ class CaptureRunner:
 
     def _wait_room(self, ring: FrameRing, inflight: InFlight) -> bool:
         """Wait until fewer than max_in_flight frames are out; False when stopping."""
-        while not inflight.has_room(ring.released_seq):
+        while not inflight.has_room(ring):
             if self.stop():
                 return False
             time.sleep(0.002)
@@ -274,19 +320,23 @@ class CaptureRunner:
         self.hb.beat()
 
     def _wait_slot(self, ring: FrameRing, seq: int) -> None:
-        """Backpressure for files: wait until the frame that used this slot is done.
-        The wait is unbounded while the pipeline makes progress (released_seq
-        moves); only after ``slot_wait_timeout_s`` with no progress at all (every
-        frame in flight was lost with a crashed stage) is the slot reused. A reader
-        that still holds it then sees the new generation and drops that frame, counted."""
-        last_released = ring.released_seq
-        deadline = time.monotonic() + self.spec.slot_wait_timeout_s
+        """Backpressure for files: wait until the frame in this slot is done (released by the
+        last stage or by whichever stage dropped it). The wait is unbounded while that frame
+        may still be in the pipeline, so a file never loses a frame to an overwrite. Only
+        frames written before a process crashed (the ring's epoch moved past the one they
+        were written in) and not released ``lost_grace_s`` after the last progress are
+        presumed lost with it; their slots are reused."""
+        last, since = ring.releases, time.monotonic()
         while not ring.slot_free(seq) and not self.stop():
-            if ring.released_seq != last_released:
-                last_released = ring.released_seq
-                deadline = time.monotonic() + self.spec.slot_wait_timeout_s
-            if time.monotonic() > deadline:
-                log.warning("source=%s seq=%d: no frame released for %.0f s; reusing ring slot %d",
-                            self.spec.source_id, seq, self.spec.slot_wait_timeout_s, seq % ring.slots)
+            written = self._slot_epoch.get(seq % ring.slots, -1)
+            if written < self._lost_epoch:
+                return  # declared lost already
+            if ring.releases != last:
+                last, since = ring.releases, time.monotonic()
+            if written < ring.epoch and time.monotonic() - since > self.spec.lost_grace_s:
+                self._lost_epoch = ring.epoch
+                log.warning("source=%s seq=%d: frames written before a process crashed were not released "
+                            "within %.0f s; presumed lost with it, reusing their ring slots",
+                            self.spec.source_id, seq, self.spec.lost_grace_s)
                 return
             time.sleep(0.0005)

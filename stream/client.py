@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,8 @@ class CurveClient:
 
 
 class Subscriber:
-    """Receives published records from ``endpoint`` (e.g. tcp://127.0.0.1:5560).
+    """Receives published records from ``endpoint`` (e.g. tcp://127.0.0.1:5560), or from
+    several publishers at once (a list: e.g. every shard of a sharded deployment).
 
     sources: source ids to receive (None: all). Iterating yields FrameRecord and
     EndRecord objects until ``close()``; ``recv(timeout_s)`` returns one or None.
@@ -162,13 +163,13 @@ class Subscriber:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         sources: Iterable[str] | None = None,
         curve: CurveClient | None = None,
         *,
         hwm: int = 1000,
     ) -> None:
-        self.endpoint = endpoint
+        self.endpoint = endpoint if isinstance(endpoint, str) else ", ".join(endpoint)
         self.sources = frozenset(sources) if sources is not None else None
         self.received: dict[str, int] = {}
         self.gaps: dict[str, int] = {}

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -56,12 +57,16 @@ LIVE_TYPES = (*NETWORK_TYPES, "webcam")
 
 class ReconnectConfig(_Model):
     """How a live network or webcam source retries. The wait before retry k (k = 1, 2, …) is
-    min(max_s, initial_s · 2^(k-1)) seconds times a random factor in [1 - jitter, 1]; the
-    first retry after a stream that was flowing is immediate. max_attempts: failed attempts
-    in a row before the source is given up (its capture ends, state failed); None retries forever."""
+    min(max_s, initial_s · 2^(k-1)) seconds times a random factor in [1 - jitter, 1], but
+    at most fast_s during the first fast_for_s seconds of failures (a short outage ends in
+    a fast reconnect); the first retry after a stream that was flowing is immediate.
+    max_attempts: failed attempts in a row before the source is given up (its capture ends,
+    state failed); None retries forever."""
 
     initial_s: float = Field(0.25, gt=0, le=60)
     max_s: float = Field(2.0, gt=0, le=600)
+    fast_s: float = Field(0.5, gt=0, le=60)
+    fast_for_s: float = Field(30.0, ge=0, le=3600)
     jitter: float = Field(0.5, ge=0, le=1)
     max_attempts: int | None = Field(None, ge=1)
 
@@ -86,7 +91,9 @@ class SourceConfig(_Model):
     ``max_in_flight`` frames between capture and the last stage. Their ring slots are sized
     for ``max_width``×``max_height``; a larger frame is downscaled to fit (with a warning).
     ``url`` is a secret (it may hold a password, best given as ``${ENV:NAME}``): it is
-    masked in repr, logs and errors.
+    masked in repr, logs and errors. ``stale_after_s`` (live sources; None: off): a frame that
+    waited longer than this between two stages (the next one was stalled) is dropped when
+    that stage gets it, counted as ``stale``, instead of being processed.
     """
 
     id: str
@@ -110,6 +117,14 @@ class SourceConfig(_Model):
     open_timeout_s: float = Field(4.0, gt=0, le=120)
     stall_timeout_s: float | None = Field(None, gt=0, le=600)
     reconnect: ReconnectConfig = ReconnectConfig()
+    stale_after_s: float | None = Field(5.0, gt=0, le=3600)
+
+    @property
+    def is_live(self) -> bool:
+        """The one notion of "live" the supervisor, the capture and every stage share:
+        rtsp / rtmp / http / webcam sources always, any other with ``live: true``. Live
+        sources drop at the edge and never wait; files never lose a frame."""
+        return self.live or self.type in LIVE_TYPES
 
     @field_validator("id")
     @classmethod
@@ -154,10 +169,16 @@ class SourceConfig(_Model):
 
 class PassthroughConfig(_Model):
     """A stage that forwards frames unchanged (benchmarks, tests). touch_pixels reads
-    one byte per row so the pixels are really accessed; delay_ms simulates work."""
+    one byte per row so the pixels are really accessed; delay_ms simulates work;
+    drop_every: drop (filter out) the frames whose seq is a multiple of it (1: all), as
+    a filtering stage would; check_stamp: with a pattern source (at least 256 px wide),
+    check that the pixels carry the frame's own seq (a mismatch is a counted error, the
+    frame dropped)."""
 
     touch_pixels: bool = True
     delay_ms: float = Field(0.0, ge=0)
+    drop_every: int = Field(0, ge=0)
+    check_stamp: bool = False
 
 
 class JsonlSinkConfig(_Model):
@@ -240,12 +261,17 @@ class SupervisorConfig(_Model):
     restart_backoff_max_s: float = Field(8.0, ge=0)
     shutdown_timeout_s: float = Field(8.0, gt=0)
     drain_idle_s: float = Field(3.0, gt=0)
+    health_window_s: float = Field(10.0, gt=0, le=3600)  # /healthz: no frame out for this long while streaming → 503
 
 
 class MetricsConfig(_Model):
+    """/metrics and /healthz. On a loopback host only a loopback Host header is
+    answered; idle_timeout_s: a connection silent this long is closed."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+    idle_timeout_s: float = Field(10.0, gt=0, le=3600)
 
 
 class Config(_Model):
@@ -265,6 +291,14 @@ class Config(_Model):
     split: SplitConfig | None = None
     supervisor: SupervisorConfig = SupervisorConfig()
     metrics: MetricsConfig = MetricsConfig()
+    _env_names: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @property
+    def env_names(self) -> frozenset[str]:
+        """The environment variables ``${ENV:NAME}`` references resolved (secrets, mostly):
+        the supervisor keeps them out of its workers' environment, which get the
+        resolved config on stdin and need none of them."""
+        return self._env_names
 
     @field_validator("sources")
     @classmethod
@@ -290,11 +324,13 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set transport.hwm=8")
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw else "")
-    data = _resolve_env(data, env if env is not None else {}, "")
+    used: set[str] = set()
+    data = _resolve_env(data, env if env is not None else {}, "", used)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"config error in {label}: {_describe(exc)}") from None
+    config._env_names = frozenset(used)
     from stream.stages import check_pipeline  # stage registry: which stage needs what
 
     check_pipeline(config)
@@ -348,16 +384,18 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
 
 
-def _resolve_env(node: Any, env: Mapping[str, str], where: str) -> Any:
+def _resolve_env(node: Any, env: Mapping[str, str], where: str, used: set[str]) -> Any:
+    """``node`` with every ``${ENV:NAME}`` replaced; the names go into ``used``."""
     if isinstance(node, dict):
-        return {k: _resolve_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+        return {k: _resolve_env(v, env, f"{where}.{k}" if where else str(k), used) for k, v in node.items()}
     if isinstance(node, list):
-        return [_resolve_env(v, env, f"{where}.{i}") for i, v in enumerate(node)]
+        return [_resolve_env(v, env, f"{where}.{i}", used) for i, v in enumerate(node)]
     if isinstance(node, str):
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
             if name not in env:
                 raise ConfigError(f"config error: {where}: environment variable {name} is not set")
+            used.add(name)
             return env[name]
 
         return _ENV_REF.sub(sub, node)

@@ -16,6 +16,7 @@ Control traffic between a stage and the supervisor (``Heartbeat``,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ SCHEMA_VERSION = 1
 AGE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # dtypes allowed on the wire (numpy .str form without byte order handled below)
+_MAX_DIMS = 8  # no array on the wire has more dimensions
 _WIRE_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8", "b1"}
 
 
@@ -147,8 +149,10 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
 
 
 class SourceReport(msgspec.Struct, frozen=True):
-    """What the last stage saw of one source. received: (first, last) seq ranges
-    that arrived, in order; latency_ms: end-to-end capture→output (p50, p99)."""
+    """What the last stage saw of one source. received: frames that arrived;
+    received_ranges: (first, last) seq ranges that arrived, in order, complete for
+    seqs >= ranges_from (older ranges are forgotten on long runs); latency_ms:
+    end-to-end capture→output (p50, p99)."""
 
     source: str
     frames: int
@@ -159,6 +163,7 @@ class SourceReport(msgspec.Struct, frozen=True):
     hop_ms: dict[str, tuple[float, float]]
     first_ns: int
     last_ns: int
+    ranges_from: int = 0
 
 
 class RunReport(msgspec.Struct, frozen=True, tag="report"):
@@ -171,9 +176,11 @@ class RunReport(msgspec.Struct, frozen=True, tag="report"):
 
 class Control(msgspec.Struct, frozen=True, tag="ctl"):
     """Supervisor → stages. command: 'drain' (forward end-of-stream for every
-    source not yet ended, then exit) | 'stop' (exit now)."""
+    source not yet ended, then exit) | 'stop' (exit now) | 'sources' (``sources``:
+    source id → capture state, for outputs that show it, e.g. the live view)."""
 
     command: str
+    sources: dict[str, str] = msgspec.field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
 
@@ -287,10 +294,15 @@ def decode(parts: list[Any]) -> Frame | EndOfStream | Reset:
             raise ProtocolError(f"array {spec.name!r}: dtype {spec.dtype!r} not allowed")
         dtype = np.dtype("<" + spec.dtype) if spec.dtype not in ("u1", "i1", "b1") else np.dtype(spec.dtype)
         buf = _buffer(part)
-        expected = int(np.prod(spec.shape, dtype=np.int64)) * dtype.itemsize
+        if len(spec.shape) > _MAX_DIMS or any(d < 0 for d in spec.shape):
+            raise ProtocolError(f"array {spec.name[:64]!r}: shape {spec.shape[:_MAX_DIMS + 1]} is not an array shape")
+        expected = math.prod(spec.shape) * dtype.itemsize  # Python ints: (2^32, 2^32) does not wrap to 0
         if len(buf) != expected:
-            raise ProtocolError(f"array {spec.name!r}: {len(buf)} bytes, shape {spec.shape} needs {expected}")
-        a = np.frombuffer(buf, dtype=dtype).reshape(spec.shape)
+            raise ProtocolError(f"array {spec.name[:64]!r}: {len(buf)} bytes, shape {spec.shape} needs {expected}")
+        try:
+            a = np.frombuffer(buf, dtype=dtype).reshape(spec.shape)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. (2^63, 0): a dimension numpy cannot hold
+            raise ProtocolError(f"array {spec.name[:64]!r}: shape {spec.shape}: {exc}") from None
         arrays[spec.name] = a
     image = arrays.pop("image", None)
     jpeg = arrays.pop(JPEG_IMAGE, None)

@@ -1,13 +1,19 @@
-"""``/metrics`` (Prometheus text) and ``/healthz`` (JSON) served by the supervisor
-on a loopback port by default. Values come from the latest heartbeats."""
+"""``/metrics`` (Prometheus text), ``/healthz`` and ``/readyz`` (JSON) served by the
+supervisor on a loopback port by default. Values come from the latest heartbeats.
+
+``/healthz`` says whether the run is healthy (``Supervisor.health``: a liveness
+check). ``/readyz`` says whether it serves (a readiness probe): 200 only once every
+stage has loaded and warmed up its model and captures have started, 503 while a
+restarted stage waits or loads again and once a stop has begun; a camera that is
+down does not make a pipeline unready (its other cameras still run)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -15,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from stream.errors import TransportError
+from stream.httpd import GuardedHandler, GuardedServer, is_loopback
 from stream.messages import AGE_BUCKETS_S
 
 SOURCE_STATES = ("connecting", "streaming", "stalled", "failed", "done")
@@ -62,33 +69,44 @@ class _HeartbeatCollector(Collector):
 
 
 class MetricsServer:
-    """Serves in a daemon thread; ``port`` is the bound port (0 in config picks one)."""
+    """Serves in a daemon thread; ``port`` is the bound port (0 in config picks one).
+
+    Bound to a loopback host, it answers only requests whose Host header names a
+    loopback host (DNS rebinding); bound elsewhere (a Prometheus scraping a pod) it
+    answers any Host. A connection that sends nothing for ``idle_timeout_s`` is closed.
+    """
 
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
-                 health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+                 health: Callable[[], tuple[bool, dict[str, Any]]],
+                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None, *,
+                 idle_timeout_s: float = 10.0) -> None:
         registry = CollectorRegistry()
         registry.register(_HeartbeatCollector(snapshot))
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(GuardedHandler):
+            server_version = "stream-metrics"
+
             def do_GET(self) -> None:  # noqa: N802
+                if not self.host_allowed():
+                    return
                 if self.path == "/metrics":
                     body, ctype, code = generate_latest(registry), "text/plain; version=0.0.4", 200
-                elif self.path == "/healthz":
-                    ok, detail = health()
+                elif self.path in ("/healthz", "/readyz") and (probe := health if self.path == "/healthz" else ready):
+                    ok, detail = probe()
                     body, ctype, code = json.dumps(detail).encode(), "application/json", 200 if ok else 503
                 else:
-                    body, ctype, code = b"not found: try /metrics or /healthz\n", "text/plain", 404
+                    body, ctype, code = b"not found: try /metrics, /healthz or /readyz\n", "text/plain", 404
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        bind_host = host.strip("[]")
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = GuardedServer((bind_host, port), Handler, loopback_only=is_loopback(host),
+                                         family=socket.AF_INET6 if ":" in bind_host else socket.AF_INET,
+                                         idle_timeout_s=idle_timeout_s)
         except OSError as exc:
             raise TransportError(
                 f"metrics.port: {host}:{port} cannot be used ({exc.strerror}); "

@@ -106,11 +106,12 @@ def resolve_checkpoints(opts: PredictOptions, cache: Path) -> tuple[Path | None,
 
 def load_detector(opts: PredictOptions, cache: Path, checkpoint: Path | None) -> Any:
     """A ``YoloNasDetector`` through the exported-artifact cache in ``cache/artifacts``."""
+    from stream.models.weights import artifacts_dir
     from stream.models.yolo_nas_detector import YoloNasDetector
     from stream.models.yolo_nas_export import load_yolo_nas
 
     model = load_yolo_nas(
-        opts.model, cache_dir=Path(cache) / "artifacts", checkpoint=checkpoint,
+        opts.model, cache_dir=artifacts_dir(cache), checkpoint=checkpoint,
         random_seed=opts.seed if checkpoint is None else None, device=opts.device, input_size=opts.input_size,
     )  # fmt: skip
     if checkpoint is None:

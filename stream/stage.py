@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from stream.errors import FrameDropped, ProtocolError
+from stream.errors import FrameDropped, ProtocolError, TransportError
 from stream.messages import (
     AGE_BUCKETS_S,
     Control,
@@ -128,6 +128,7 @@ class WorkerSpec:
     image_codec: str = "raw"
     jpeg_quality: int = 90
     report: bool = False
+    stale_after_s: dict[str, float] = field(default_factory=dict)  # live sources: frames that waited longer are "stale"
 
 
 class LatencyWindow:
@@ -270,6 +271,7 @@ class StageRunner:
         self.out: zmq.Socket[Any] | None = None
         self._give_up_at = float("inf")
         self._in_control = False
+        self._n_malformed = 0
 
     def _should_stop_sending(self) -> bool:
         return self.stop() or time.monotonic() > self._give_up_at
@@ -303,6 +305,8 @@ class StageRunner:
             if len(self.ended) >= len(self.spec.sources):
                 self._finish()
                 self._wait_until_released()
+            elif self.sink is not None:
+                self._finish()  # stopped mid-run: the summary still gets what the sinks were given
             return 0
         finally:
             try:
@@ -362,6 +366,10 @@ class StageRunner:
                     self._on_event(EndOfStream(source, last + 1, "drained"))
         elif isinstance(msg, Control) and msg.command == "stop":
             self.stop.stopped = True
+        elif isinstance(msg, Control) and msg.command == "sources":
+            show = getattr(self.stage, "source_states", None)  # the output stage passes them to its sinks
+            if show is not None:
+                show(dict(msg.sources))
 
     def _step(self) -> None:
         batch: list[Frame] = []
@@ -375,13 +383,12 @@ class StageRunner:
             if parts is None:
                 break
             try:
-                msg = decode(parts)
+                msg = self._check(decode(parts))
+                frame = self._attach(msg) if isinstance(msg, Frame) else None
             except ProtocolError as exc:
-                self.counters.errors += 1
-                log.error("stage %s: dropped an undecodable message: %s", self.spec.name, exc)
+                self._malformed(exc)
                 continue
             if isinstance(msg, Frame):
-                frame = self._attach(msg)
                 if frame is not None:
                     batch.append(frame)
                     if deadline is None:
@@ -395,21 +402,82 @@ class StageRunner:
                 return
         self._run_batch(batch)
 
+    def _check(self, msg: Frame | EndOfStream | Reset) -> Frame | EndOfStream | Reset:
+        """Refuse what this run cannot have sent: a source it does not have (a stray
+        end-of-stream would end the stage), pixels in another source's ring."""
+        source = msg.source
+        if source not in self.spec.sources:
+            raise ProtocolError(f"source {source[:64]!r} is not one of this run's sources")
+        if isinstance(msg, Frame):
+            px = msg.header.pixels
+            if px is not None and msg.image is None and not px.ring.endswith(f"-{source}.ring"):
+                raise ProtocolError(f"source={source} seq={msg.seq}: ring {px.ring[:80]!r} is not this source's")
+        return msg
+
+    def _malformed(self, exc: ProtocolError) -> None:
+        """A message that cannot be a frame of this run: counted, dropped, the stage goes on.
+        Logged for the first 10, then every 100th, so a flood cannot flood the log."""
+        self.counters.errors += 1
+        self._n_malformed += 1
+        n = self._n_malformed
+        if n <= 10 or n % 100 == 0:
+            log.error("stage %s: dropped a malformed message (%d so far): %s", self.spec.name, n, exc)
+
     def _attach(self, frame: Frame) -> Frame | None:
         h = frame.header
-        self.counters.frames_in += 1
-        self.counters.last_seq[h.source] = max(h.seq, self.counters.last_seq.get(h.source, -1))
         if h.pixels is None or frame.image is not None:
-            return frame
-        ring = self._rings.get(h.pixels.ring)
+            self._count_in(frame)
+            return None if self._stale(frame) else frame
+        try:
+            ring = self._rings.get(h.pixels.ring)
+        except TransportError as exc:
+            raise ProtocolError(f"source={h.source} seq={h.seq}: {exc}") from None
+        ring.check(h.pixels)  # ProtocolError: slot or shape outside the ring
+        self._count_in(frame)
+        if self._stale(frame):
+            return None
         if not ring.valid(h.pixels):
             self._drop(frame, "overwritten")
             return None
         return Frame(h, frame.arrays, ring.view(h.pixels))
 
+    def _stale(self, frame: Frame) -> bool:
+        """A live frame that waited longer than its source's stale_after_s since the previous
+        stage sent it (this one was stalled) is dropped before any work is spent on it. Only
+        the wait counts, not the work upstream, so a slow pipeline is never starved; the last
+        stage delivers what it gets."""
+        bound = self.spec.stale_after_s.get(frame.source)
+        if bound is None or self.out is None:
+            return False
+        h = frame.header
+        sent_ns = h.stamps[-1][1] if h.stamps else h.capture_ns
+        if (time.time_ns() - sent_ns) / 1e9 <= bound:
+            return False
+        self._drop(frame, "stale")
+        return True
+
+    def _count_in(self, frame: Frame) -> None:
+        h = frame.header
+        self.counters.frames_in += 1
+        self.counters.last_seq[h.source] = max(h.seq, self.counters.last_seq.get(h.source, -1))
+
     def _drop(self, frame: Frame, reason: str) -> None:
+        """Count the drop and release the frame's ring slot: a file source waits for it."""
         self.counters.drop(frame.source, frame.seq, reason)
         log.debug("source=%s seq=%d dropped: %s", frame.source, frame.seq, reason)
+        self._release(frame)
+
+    def _release(self, frame: Frame) -> None:
+        """This frame's way ends here (delivered or dropped): free its ring slot."""
+        px = frame.header.pixels
+        if px is None or self.spec.inline_pixels:
+            return
+        try:
+            ring = self._rings.get(px.ring)
+            ring.check(px)
+        except (TransportError, ProtocolError):
+            return  # not a slot of ours (a malformed message that carried its own pixels)
+        ring.release(px)
 
     def _run_batch(self, batch: list[Frame]) -> None:
         if not batch:
@@ -418,13 +486,20 @@ class StageRunner:
         self.counters.busy_since = time.monotonic()
         try:
             outputs = self.stage.process_batch(batch)
-        except FrameDropped as exc:
-            for f in batch:
-                self._drop(f, exc.reason)
-            return
         except Exception as exc:  # noqa: BLE001 — a per-frame failure must not stop the stage
-            self.counters.errors += len(batch)
-            for f in batch:
+            self.counters.busy_since = 0.0
+            if len(batch) > 1:
+                # one bad frame must not take the others with it: each frame again, alone
+                # (stages that keep state across frames run with max_batch 1)
+                log.warning("stage %s: a batch of %d frames failed (%s); retrying them one by one",
+                            self.spec.name, len(batch), exc)
+                for f in batch:
+                    self._run_batch([f])
+            elif isinstance(exc, FrameDropped):
+                self._drop(batch[0], exc.reason)
+            else:
+                f = batch[0]
+                self.counters.errors += 1
                 log.error("source=%s seq=%d stage %s failed: %s", f.source, f.seq, self.spec.name, exc,
                           exc_info=log.isEnabledFor(logging.DEBUG))
                 self._drop(f, "error")
@@ -469,9 +544,7 @@ class StageRunner:
             if self.sink is not None:
                 self.sink.write(frame)
             self.counters.observe_age(frame.source, (time.time_ns() - frame.header.capture_ns) / 1e9)
-            px = frame.header.pixels
-            if px is not None and not self.spec.inline_pixels:
-                self._rings.get(px.ring).release(frame.seq)
+            self._release(frame)
             self.counters.frames_out += 1
             return
         parts = encode_frame(frame, inline_image=self.spec.inline_pixels, image_codec=self.spec.image_codec,

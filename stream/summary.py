@@ -5,6 +5,7 @@ while holding them), named by seq range."""
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -51,8 +52,12 @@ class RunSummary:
             lines.append(f"{s.source:<16} {s.read:>7} {s.processed:>9} {s.dropped_total:>7} {s.fps:>7.1f} {lat:>20}")
             for reason, n in sorted(s.dropped.items()):
                 detail = ""
-                if reason == "lost in flight":
-                    detail = ": seq " + ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in s.lost_in_flight)
+                if reason == "lost in flight" and s.lost_in_flight:
+                    named = sum(b - a + 1 for a, b in s.lost_in_flight)
+                    shown = s.lost_in_flight[-20:]
+                    detail = ": seq " + ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in shown)
+                    if named < n or len(shown) < len(s.lost_in_flight):
+                        detail += " (and earlier ones)"
                 lines.append(f"    dropped {n} ({reason}){detail}")
             if s.out_of_order:
                 lines.append(f"    {s.out_of_order} frames arrived out of order")
@@ -62,36 +67,62 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def summarize_source(report: SourceReport | None, source: str, read: int, drops: Iterable[DropRecord],
-                     state: str = "done") -> SourceSummary:
-    """Missing seqs not explained by a stage's drop record are 'lost in flight'."""
-    received: list[tuple[int, int]] = list(report.received_ranges) if report else []
+RECENT_KEPT = 1024  # drop records and received ranges kept per source for naming seqs
+
+
+class DropLedger:
+    """Every drop the stages reported, bounded for runs of weeks: a count per
+    (source, reason) since the start, and the latest ``RECENT_KEPT`` records per
+    source (enough to name the seqs of recent gaps)."""
+
+    def __init__(self, recent: int = RECENT_KEPT) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self._recent: dict[str, deque[DropRecord]] = {}
+        self._keep = recent
+
+    def add(self, records: Iterable[DropRecord]) -> None:
+        for d in records:
+            key = (d.source, d.reason)
+            self.counts[key] = self.counts.get(key, 0) + d.last - d.first + 1
+            self._recent.setdefault(d.source, deque(maxlen=self._keep)).append(d)
+
+    def recent(self, source: str | None = None) -> list[DropRecord]:
+        """The kept records of ``source`` (all sources when None), oldest first."""
+        if source is not None:
+            return list(self._recent.get(source, ()))
+        return [d for q in self._recent.values() for d in q]
+
+    def by_reason(self, source: str) -> dict[str, int]:
+        return {reason: n for (src, reason), n in self.counts.items() if src == source}
+
+
+def summarize_source(report: SourceReport | None, source: str, read: int, drops: DropLedger,
+                     state: str = "done", stopped: bool = False) -> SourceSummary:
+    """Counts, not sets: read = processed + dropped (by reason) + unexplained. The
+    unexplained are 'lost in flight' (a stage crashed holding them) or, after a stop
+    request, 'in flight at stop' when they came after the last frame the sinks got.
+    Their seqs are named from the recent received ranges and drop records."""
     if report:
         read = max(read, report.frames)
-    explained: dict[int, str] = {}
-    for d in drops:
-        if d.source == source:
-            for seq in range(d.first, d.last + 1):
-                explained.setdefault(seq, d.reason)
-    got: set[int] = set()
-    for a, b in received:
-        got.update(range(a, b + 1))
-    dropped: dict[str, int] = {}
-    lost: list[int] = []
-    for seq in range(read):
-        if seq in got:
-            continue
-        reason = explained.get(seq)
-        if reason is None:
-            lost.append(seq)
-        else:
-            dropped[reason] = dropped.get(reason, 0) + 1
-    if lost:
-        dropped["lost in flight"] = len(lost)
     processed = report.received if report else 0
+    dropped = drops.by_reason(source)
+    explained_n = sum(dropped.values())
+    unexplained = max(0, read - processed - explained_n)
+    lo = report.ranges_from if report else 0
+    received = sorted((max(a, lo), b) for a, b in (report.received_ranges if report else ()) if b >= lo)
+    explained = sorted((d.first, d.last) for d in drops.recent(source))
+    gaps = _subtract(_subtract([(lo, read - 1)] if read > lo else [], received), explained)
+    last_out = max((b for _, b in received), default=-1)
+    lost = [g for g in gaps if not stopped or g[1] <= last_out]
+    at_stop = [(max(a, last_out + 1), b) for a, b in gaps if stopped and b > last_out]
+    at_stop_n = min(unexplained, sum(b - a + 1 for a, b in at_stop))
+    if unexplained - at_stop_n:
+        dropped["lost in flight"] = unexplained - at_stop_n
+    if at_stop_n:
+        dropped["in flight at stop"] = at_stop_n
     duration_s = (report.last_ns - report.first_ns) / 1e9 if report and report.received > 1 else 0.0
     return SourceSummary(
-        source=source, read=read, processed=processed, dropped=dropped, lost_in_flight=_ranges(lost),
+        source=source, read=read, processed=processed, dropped=dropped, lost_in_flight=lost,
         out_of_order=report.out_of_order if report else 0,
         fps=(processed - 1) / duration_s if duration_s > 0 else 0.0,
         latency_p50_ms=report.latency_ms[0] if report else 0.0,
@@ -100,11 +131,21 @@ def summarize_source(report: SourceReport | None, source: str, read: int, drops:
     )
 
 
-def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+def _subtract(spans: list[tuple[int, int]], remove: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive seq ranges ``spans`` minus the (sorted) inclusive ranges ``remove``."""
     out: list[tuple[int, int]] = []
-    for s in seqs:
-        if out and out[-1][1] == s - 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
+    for a, b in spans:
+        cur = a
+        for c, d in remove:
+            if d < cur:
+                continue
+            if c > b:
+                break
+            if c > cur:
+                out.append((cur, c - 1))
+            cur = max(cur, d + 1)
+            if cur > b:
+                break
+        if cur <= b:
+            out.append((cur, b))
     return out

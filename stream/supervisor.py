@@ -30,12 +30,13 @@ import zmq
 
 from stream.config import Config
 from stream.errors import ProtocolError, SupervisorError
-from stream.messages import Control, DropRecord, Heartbeat, RunReport, decode_control, encode_control
+from stream.health import HealthWindow, verdict
+from stream.messages import Control, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
 from stream.sources import open_source
 from stream.split import SplitPlan, hop_curve, plan
 from stream.stages import STAGES
-from stream.summary import RunSummary, summarize_source
+from stream.summary import DropLedger, RunSummary, summarize_source
 from stream.transport import (
     Curve,
     CurveAuth,
@@ -43,11 +44,15 @@ from stream.transport import (
     check_tcp_port_free,
     open_socket,
     recv_parts,
+    remove_stale_run_files,
     run_curve_keys,
+    run_prefix,
     shm_dir,
 )
 
 log = logging.getLogger(__name__)
+
+_TERMINATE_GRACE_S = 1.5  # after SIGTERM, before SIGKILL (a stage mid model call cannot react sooner)
 
 
 @dataclass
@@ -77,7 +82,7 @@ class Supervisor:
         self.log_level = log_level
         self.run_id = uuid.uuid4().hex[:8]
         self.procs: list[Proc] = []
-        self.drops: list[DropRecord] = []
+        self.ledger = DropLedger()  # counts + a bounded recent window: runs last weeks
         self.report: RunReport | None = None
         self.rings: list[FrameRing] = []
         self.run_dir: Path | None = None
@@ -89,6 +94,9 @@ class Supervisor:
         self._drained_at = 0.0
         self._source_states: dict[str, str] = {}
         self.split: SplitPlan | None = None
+        self._sent_states: dict[str, str] = {}
+        self._sent_states_at = 0.0
+        self._health_window = HealthWindow(config.supervisor.health_window_s)
 
     # --- set-up --------------------------------------------------------------
     def prepare(self) -> None:
@@ -110,10 +118,13 @@ class Supervisor:
                 src.close()
         if cfg.metrics.enabled:
             check_tcp_port_free(cfg.metrics.host, cfg.metrics.port, "metrics.port")
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"stream-{self.run_id}-"))
+        for stale in remove_stale_run_files(shm_dir(), Path(tempfile.gettempdir())):
+            log.info("removed %s, left behind by a run whose supervisor is gone", stale)
+        prefix = run_prefix(self.run_id)  # names the owner: a later run can collect them if we are killed
+        self.run_dir = Path(tempfile.mkdtemp(prefix=prefix))
         for s in cfg.sources if captures_here else ():
             info = infos[s.id]
-            path = shm_dir() / f"stream-{self.run_id}-{s.id}.ring"
+            path = shm_dir() / f"{prefix}{s.id}.ring"
             self.rings.append(FrameRing.create(path, s.ring_slots, info.width * info.height * 3))
         self._zctx = zmq.Context()
         self._hb_ep = self._endpoint("supervisor.hb")
@@ -125,7 +136,8 @@ class Supervisor:
         self.ctl_sock = open_socket(self._zctx, f"pub+bind:{self._ctl_ep}", hwm=100, curve=server, auth=self._auth)
         self._build_procs(infos)
         if cfg.metrics.enabled:
-            self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health)
+            self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health, self.ready,
+                                         idle_timeout_s=cfg.metrics.idle_timeout_s)
 
     def _local_stages(self) -> list[str]:
         """The pipeline stages this host runs (all of them unless the pipeline is split)."""
@@ -156,7 +168,7 @@ class Supervisor:
         # (measured: 1.0 fps vs 6.4 fps at 1080p). An explicit OMP_NUM_THREADS wins.
         models = sum(1 for n in cfg.pipeline if n in ("detect", "segment", "preprocess")) or 1
         threads = str(max(1, (os.cpu_count() or 1) // models))
-        self._worker_env = {**os.environ}
+        self._worker_env = {k: v for k, v in os.environ.items() if k not in cfg.env_names}  # secrets: stdin only
         self._worker_env.setdefault("OMP_NUM_THREADS", threads)
         names = [f"{n}#{i}" if cfg.pipeline.count(n) > 1 else n for i, n in enumerate(cfg.pipeline)]
         names.append("output")
@@ -178,6 +190,7 @@ class Supervisor:
                 "heartbeat": f"push+connect:{self._hb_ep}", "control": f"sub+connect:{self._ctl_ep}",
                 "ring_dir": str(shm_dir()), "sources": sources, "inline_pixels": inline,
                 "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
+                "stale_after_s": {s.id: s.stale_after_s for s in cfg.sources if s.is_live and s.stale_after_s is not None},
             }
             if self._curve:  # the run's own keys on its local tcp hops
                 spec.update(input_curve=self._curve[0], control_curve=self._curve[1],
@@ -189,7 +202,7 @@ class Supervisor:
                 spec.update(input_curve=hop_curve(sp))
             self.procs.append(Proc(name, {"role": "stage", "config": config_json, "spec": spec}))
         for s, ring in zip(cfg.sources if self.rings else (), self.rings, strict=True):
-            live = s.live or bool(getattr(infos[s.id], "live", False))
+            live = s.is_live
             spec = {
                 "source_id": s.id, "output": f"push+connect:{inputs[0]}", "heartbeat": f"push+connect:{self._hb_ep}",
                 "ring_path": str(ring.path), "live": live, "inline_pixels": inline, "max_frames": s.max_frames,
@@ -220,7 +233,8 @@ class Supervisor:
         if self._stopping:
             return
         self._stopping = why
-        self._stop_deadline = time.monotonic() + self.config.supervisor.shutdown_timeout_s
+        # shutdown_timeout_s bounds the whole stop: the drain gets what the terminate grace leaves
+        self._stop_deadline = time.monotonic() + max(0.5, self.config.supervisor.shutdown_timeout_s - _TERMINATE_GRACE_S)
         log.info("stopping (%s): sources stop, in-flight frames drain", why)
         if not any(p.is_capture for p in self.procs):  # downstream of a split: end what arrived
             self.ctl_sock.send(encode_control(Control("drain")))
@@ -240,6 +254,7 @@ class Supervisor:
         try:
             while not self._done():
                 self._pump_heartbeats(timeout_ms=100)
+                self._publish_source_states()
                 if not captures_started and (self._stages_ready() or self._stopping):
                     # models are loaded and warmed up: frames start flowing only now
                     for p in self.procs:
@@ -249,6 +264,7 @@ class Supervisor:
                             p.finished = True
                     captures_started = True
                 self._check_procs()
+                self._observe_health()
                 self._maybe_drain()
                 if self.split is not None and self._stopping and not self._stop_drained \
                         and time.monotonic() > self._stop_deadline - 4.0:
@@ -286,16 +302,30 @@ class Supervisor:
                         self.report = msg
             parts = recv_parts(self.hb_sock, 0)
 
+    def _publish_source_states(self) -> None:
+        """Tell the stages each source's capture state (the live view shows it): on a
+        change, and once a second for stages that subscribed late (PUB drops what came before)."""
+        now = time.monotonic()
+        if self._source_states == self._sent_states and now - self._sent_states_at < 1.0:
+            return
+        self._sent_states, self._sent_states_at = dict(self._source_states), now
+        self.ctl_sock.send(encode_control(Control("sources", sources=self._sent_states)))
+
     def _on_heartbeat(self, hb: Heartbeat) -> None:
         proc = next((p for p in self.procs if p.name == hb.stage), None)
         if proc is None or proc.popen is None or proc.popen.pid != hb.pid:
             return  # a late heartbeat from a process that was replaced
         proc.hb = hb
         proc.last_hb = time.monotonic()
-        self.drops.extend(hb.drops)
+        self.ledger.add(hb.drops)
         self._source_states.update(hb.source_state)
         if hb.state == "failed" and hb.detail:
             log.error("%s: %s", proc.name, hb.detail)
+
+    def _observe_health(self) -> None:
+        with self._lock:
+            self._health_window.observe(time.monotonic(), {p.name: (p.hb.frames_in, p.hb.frames_out, p.hb.errors)
+                                                           for p in self.procs if p.hb})
 
     def _check_procs(self) -> None:
         now = time.monotonic()
@@ -333,6 +363,8 @@ class Supervisor:
             self._crashed(p, f"exit code {rc}" if rc > 0 else f"killed by signal {-rc}")
 
     def _crashed(self, p: Proc, why: str) -> None:
+        for ring in self.rings:  # frames it held are never released: tell the captures (FrameRing.epoch)
+            ring.bump_epoch()
         now = time.monotonic()
         sup = self.config.supervisor
         p.crashes.append(now)
@@ -382,7 +414,7 @@ class Supervisor:
         alive = [p.popen for p in self.procs if p.popen and p.popen.poll() is None]
         for popen in alive:
             popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 1.5
+        deadline = time.monotonic() + _TERMINATE_GRACE_S
         for popen in alive:
             try:
                 popen.wait(max(0.01, deadline - time.monotonic()))
@@ -415,8 +447,8 @@ class Supervisor:
         for s in self.config.sources:
             cap = next((p for p in self.procs if p.name == f"capture:{s.id}"), None)  # None: on another host
             read = (cap.hb.last_seq.get(s.id, -1) + 1) if cap and cap.hb else 0
-            sources.append(summarize_source(reports.get(s.id), s.id, read, self.drops,
-                                            self._source_states.get(s.id, "done")))
+            sources.append(summarize_source(reports.get(s.id), s.id, read, self.ledger,
+                                            self._source_states.get(s.id, "done"), stopped=bool(self._stopping)))
         return RunSummary(sources, {p.name: p.restarts for p in self.procs}, wall_s,
                           random_weights=self.config.random_weights, stopped_by=self._stopping or "end of input")
 
@@ -424,6 +456,9 @@ class Supervisor:
         with self._lock:
             stages: dict[str, Any] = {}
             prev_seq: dict[str, int] = {}
+            dropped_seqs: dict[str, list[tuple[int, int]]] = {}
+            for d in self.ledger.recent():
+                dropped_seqs.setdefault(d.source, []).append((d.first, d.last))
             for p in sorted(self.procs, key=lambda p: not p.is_capture):
                 hb = p.hb
                 last = dict(hb.last_seq) if hb else {}
@@ -433,29 +468,56 @@ class Supervisor:
                     "restarts": p.restarts, "up": bool(p.popen and p.popen.poll() is None),
                     "pid": p.popen.pid if p.popen else None,
                     "state": hb.state if hb else "starting",
-                    "queue_depth": {k: max(0, prev_seq[k] - v) for k, v in last.items() if k in prev_seq}
-                    if not p.is_capture else {},
+                    "queue_depth": {k: _frames_between(dropped_seqs.get(k, []), v, prev_seq[k])
+                                    for k, v in last.items() if k in prev_seq} if not p.is_capture else {},
                 }
                 if p.is_capture:
                     prev_seq.update(last)
                 else:
                     prev_seq = {**prev_seq, **last}
-            drops: dict[tuple[str, str], int] = {}
-            for d in self.drops:
-                drops[(d.source, d.reason)] = drops.get((d.source, d.reason), 0) + d.last - d.first + 1
+            drops = dict(self.ledger.counts)
             output = next((p.hb for p in self.procs if p.name == "output"), None)
             ages = {src: (counts, output.age_sum_s.get(src, 0.0)) for src, counts in output.age_buckets.items()} \
                 if output else {}
             return {"stages": stages, "drops": drops, "sources": dict(self._source_states), "frame_age": ages}
 
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """(answer 200, body) for /healthz; see stream.health for the verdicts."""
         snap = self.snapshot()
-        ok = all(st["up"] or st["state"] == "done" for st in snap["stages"].values())
-        return ok, {"status": "ok" if ok else "degraded", "run": self.run_id,
+        with self._lock:
+            code, body = verdict(snap["stages"], snap["sources"], self._health_window, time.monotonic())
+        return code == 200, {**body, "run": self.run_id,
                     "stages": {k: {"up": v["up"], "state": v["state"], "restarts": v["restarts"], "pid": v["pid"],
                                    "frames_out": v["frames_out"]}
                                for k, v in snap["stages"].items()},
                     "sources": dict(self._source_states)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready to serve (a readiness probe): every stage has loaded and warmed up its
+        model (heartbeat state running or done; not waiting to be restarted), captures are
+        started, and no stop is under way. Apart from health(): a camera that is down does
+        not make the pipeline unready."""
+        with self._lock:
+            waiting = [p.name for p in self.procs if not p.is_capture and not p.finished and (
+                p.restart_at is not None or p.hb is None or p.hb.state not in ("running", "done"))]
+            captures = any(p.is_capture and p.popen is not None for p in self.procs) \
+                or not any(p.is_capture for p in self.procs)  # downstream of a split: the captures are elsewhere
+        ok = not waiting and captures and not self._stopping
+        why = "stopping" if self._stopping else ("stages not ready: " + ", ".join(waiting) if waiting else
+                                                  ("starting captures" if not captures else ""))
+        return ok, {"ready": ok, "run": self.run_id, **({"waiting": why} if why else {})}
+
+
+def _frames_between(dropped: list[tuple[int, int]], seq: int, upstream_seq: int) -> int:
+    """Frames between a stage (newest seq ``seq``) and the one before it (``upstream_seq``):
+    the seqs in between, less those dropped on the way (edge drops take up seqs too).
+    Frames of a source travel in order, so every seq in between that was dropped was
+    dropped before this stage. dropped: (first, last) seq ranges of that source."""
+    gap = upstream_seq - seq
+    if gap <= 0:
+        return 0
+    gone = sum(max(0, min(last, upstream_seq) - max(first, seq + 1) + 1) for first, last in dropped)
+    return max(0, gap - gone)
 
 
 def run_pipeline(config: Config, *, log_level: str = "info") -> RunSummary:

@@ -7,25 +7,31 @@ Savant), e.g. ``pull+bind:ipc:///tmp/stream-x/detect.in`` or
 Frame rings: one file per source under /dev/shm (a tmpfs), mapped by every
 process that touches that source's pixels. Layout::
 
-    [header 4096 B: magic, slots, slot_bytes, released_seq, next_seq]
-    [slot table: slots × 8 int64: generation, seq, height, width, channels, nbytes, pts, 0]
+    [header 4096 B: magic, slots, slot_bytes, released_seq, next_seq, epoch, releases]
+    [slot table: slots × 8 int64: generation, seq, height, width, channels, nbytes, pts, released generation]
     [slot data: slots × slot_bytes, each 4096-aligned]
 
 A slot's generation is odd while the writer fills it and even once written
 (a seqlock). A reader checks the generation its FrameRef carries before and
 after using the pixels: a mismatch means the slot was overwritten, and the
-frame is dropped and counted — never used torn. ``released_seq`` is written by
-the last stage: frames up to it are done, so a file source (backpressure)
-waits for it before reusing a slot, while a live source never waits.
+frame is dropped and counted — never used torn. Whoever ends a frame's way
+releases its slot (``release``): the last stage once it delivered it, and any
+stage or capture that drops it (filtered, failed, stale, …). A file source
+(backpressure) waits for that before reusing a slot; a live source never waits,
+but counts the frames not yet released against its ``max_in_flight``. A frame
+held by a process that crashed is never released: the supervisor then bumps the
+ring's ``epoch``, which tells the capture that frames written before it may be lost.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import re
+import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +39,14 @@ from typing import Any
 import numpy as np
 import zmq
 
-from stream.errors import TransportError
+from stream.errors import ProtocolError, TransportError
 from stream.messages import PixelRef
 
 _KINDS = {"push": zmq.PUSH, "pull": zmq.PULL, "pub": zmq.PUB, "sub": zmq.SUB}
 _MAGIC = 0x5354524D52494E47  # "STRMRING"
 _HEADER_BYTES = 4096
 _SLOT_FIELDS = 8
+_RING_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}")  # a file name in the ring dir, nothing else
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,67 @@ def shm_dir() -> Path:
     return d if d.is_dir() and os.access(d, os.W_OK) else Path(os.environ.get("TMPDIR", "/tmp"))
 
 
+# --- run-owned files: rings in shm_dir() and the ipc folder in the temp dir ---
+# Named stream-RUNID-PID.NS-…: PID is the supervisor that owns them and NS its pid
+# namespace (the inode of /proc/self/ns/pid), so a later run can tell a file whose
+# owner is gone (SIGKILL gave it no chance to clean up) from one of a live run. A
+# '.' never occurs in a source id, so names of another form are never mistaken for these.
+_OWNED = re.compile(r"^stream-[0-9a-f]{8}-(\d+)\.(\d+)-")
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def run_prefix(run_id: str) -> str:
+    """'stream-RUNID-PID.NS-': the start of every file and folder this process owns for a run."""
+    return f"stream-{run_id}-{os.getpid()}.{_pid_namespace()}-"
+
+
+def _owner_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def remove_stale_run_files(*directories: Path) -> list[Path]:
+    """Remove the rings and ipc folders in ``directories`` whose owning supervisor is
+    gone; returns what was removed. Only names of the run-owned form (``run_prefix``)
+    of a process in our pid namespace are considered; a live owner's files, and any
+    file named otherwise, are left alone."""
+    ns = _pid_namespace()
+    removed: list[Path] = []
+    for d in directories:
+        try:
+            entries = list(d.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            m = _OWNED.match(path.name)
+            if m is None or int(m.group(2)) != ns or int(m.group(1)) == os.getpid():
+                continue
+            if not _owner_gone(int(m.group(1))):
+                continue
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue  # another starting run removed it first
+            except OSError:
+                continue  # not ours to remove (another user's)
+            removed.append(path)
+    return removed
+
+
 class FrameRing:
     """A fixed ring of frame slots in a shared-memory file (see module doc).
 
@@ -248,14 +316,25 @@ class FrameRing:
         self.path = path
         self.name = path.name
         self._mm = mm
+        if len(mm) < _HEADER_BYTES:
+            raise TransportError(f"{path} is not a frame ring (only {len(mm)} bytes)")
         head = np.ndarray((8,), dtype=np.int64, buffer=mm, offset=0)
         if int(head[0]) != _MAGIC:
             raise TransportError(f"{path} is not a frame ring (bad magic)")
         self.slots = int(head[1])
         self.slot_bytes = int(head[2])
+        self._data_offset = _align(_HEADER_BYTES + max(0, self.slots) * _SLOT_FIELDS * 8)
+        if self.slots < 1 or self.slot_bytes < 0 or len(mm) < self._data_offset + self.slots * self.slot_bytes:
+            raise TransportError(f"{path}: a damaged frame ring ({self.slots} slots of {self.slot_bytes} B "
+                                 f"do not fit its {len(mm)} bytes)")
         self._head = head
         self._table = np.ndarray((self.slots, _SLOT_FIELDS), dtype=np.int64, buffer=mm, offset=_HEADER_BYTES)
-        self._data_offset = _align(_HEADER_BYTES + self.slots * _SLOT_FIELDS * 8)
+
+    @staticmethod
+    def nbytes(slots: int, slot_bytes: int) -> int:
+        """Bytes of /dev/shm that ``create(path, slots, slot_bytes)`` takes: a 4 KiB header and
+        slot table, then ``slots`` slots of ``slot_bytes`` (a frame: width·height·3) rounded up to 4 KiB."""
+        return _align(_HEADER_BYTES + slots * _SLOT_FIELDS * 8) + slots * _align(slot_bytes)
 
     @classmethod
     def create(cls, path: Path, slots: int, slot_bytes: int) -> FrameRing:
@@ -282,19 +361,53 @@ class FrameRing:
             raise TransportError(f"cannot open frame ring {path}: {exc.strerror}") from exc
         try:
             mm = mmap.mmap(fd, 0)
+        except (OSError, ValueError) as exc:  # ValueError: an empty file
+            raise TransportError(f"cannot map frame ring {path}: {exc}") from exc
         finally:
             os.close(fd)
-        return cls(path, mm)
+        try:
+            return cls(path, mm)
+        except TransportError:
+            mm.close()
+            raise
 
     # --- shared counters -------------------------------------------------
     @property
     def released_seq(self) -> int:
-        """Highest seq the last stage has finished with (-1: none)."""
+        """Highest seq released so far (-1: none); informative: slots are released one by one."""
         return int(self._head[3])
 
-    def release(self, seq: int) -> None:
+    @property
+    def releases(self) -> int:
+        """Grows whenever a frame is released: progress, as the capture sees it."""
+        return int(self._head[6])
+
+    def release(self, ref: PixelRef) -> None:
+        """The frame ``ref`` points at is done (delivered, or dropped anywhere): its slot may
+        be reused. A no-op when the slot already holds another frame. ``ref`` must have
+        passed ``check``."""
+        row = self._table[ref.slot]
+        if int(row[0]) != ref.generation or int(row[7]) == ref.generation:
+            return
+        row[7] = ref.generation
+        self._head[6] += 1
+        seq = int(row[1])
         if seq > self._head[3]:
             self._head[3] = seq
+
+    def released(self, ref: PixelRef) -> bool:
+        """True once the frame ``ref`` points at was released, or its slot was reused since."""
+        row = self._table[ref.slot]
+        return int(row[0]) != ref.generation or int(row[7]) == ref.generation
+
+    @property
+    def epoch(self) -> int:
+        """How many times a process of the run crashed (bumped by the supervisor): frames
+        written before the latest bump and not released may have been lost with it."""
+        return int(self._head[5])
+
+    def bump_epoch(self) -> None:
+        self._head[5] += 1
 
     @property
     def next_seq(self) -> int:
@@ -306,8 +419,11 @@ class FrameRing:
 
     # --- writer ----------------------------------------------------------
     def slot_free(self, seq: int) -> bool:
-        """True when writing ``seq`` would not overwrite a frame still in the pipeline."""
-        return seq - self.slots <= self.released_seq
+        """True when writing ``seq`` would not overwrite a frame still in the pipeline: its
+        slot was never written, its frame was released, or a writer died filling it (odd)."""
+        row = self._table[seq % self.slots]
+        gen = int(row[0])
+        return gen == 0 or gen % 2 == 1 or int(row[7]) == gen
 
     def write(self, seq: int, image: np.ndarray, pts: int = 0) -> PixelRef:
         """Copy ``image`` (H×W×C uint8) into slot seq % slots; returns its reference."""
@@ -329,6 +445,15 @@ class FrameRing:
         return PixelRef(self.name, slot, gen + 1, h, w, c)
 
     # --- reader ----------------------------------------------------------
+    def check(self, ref: PixelRef) -> None:
+        """Raise ProtocolError unless ``ref`` names a slot of this ring and an image that
+        fits in it (a crafted or corrupt message must not index outside the mapping)."""
+        if not 0 <= ref.slot < self.slots:
+            raise ProtocolError(f"ring {self.name}: slot {ref.slot} outside 0..{self.slots - 1}")
+        if min(ref.height, ref.width, ref.channels) < 1 or ref.height * ref.width * ref.channels > self.slot_bytes:
+            raise ProtocolError(f"ring {self.name}: a {ref.height}x{ref.width}x{ref.channels} image does not fit "
+                                f"a slot of {self.slot_bytes} B")
+
     def view(self, ref: PixelRef) -> np.ndarray:
         """Read-only H×W×C view of the slot (zero copy). Check ``valid`` after use."""
         a = np.ndarray((ref.height, ref.width, ref.channels), dtype=np.uint8, buffer=self._mm,
@@ -344,8 +469,8 @@ class FrameRing:
         """Writable H×W×C view of the slot, for a stage that replaces a frame's pixels in
         place (``preprocess``). Only the stage holding the frame may write, before it
         forwards the frame; the generation is left as it is, so ``ref`` stays valid. Check
-        ``valid`` before and after writing: the capture does not reuse a slot before the
-        last stage released it (backpressure, or max_in_flight < ring_slots for live
+        ``valid`` before and after writing: the capture does not reuse a slot before its
+        frame was released (backpressure, or max_in_flight < ring_slots for live
         sources), and a write into a reused slot is detected and the frame dropped."""
         return np.ndarray((ref.height, ref.width, ref.channels), dtype=np.uint8, buffer=self._mm,
                           offset=self._data_offset + ref.slot * self.slot_bytes)
@@ -375,8 +500,8 @@ class RingCache:
     def get(self, name: str) -> FrameRing:
         ring = self._rings.get(name)
         if ring is None:
-            if "/" in name or name.startswith("."):
-                raise TransportError(f"bad ring name {name!r}")
+            if not _RING_NAME.fullmatch(name):
+                raise TransportError(f"bad ring name {name[:80]!r}")
             ring = self._rings[name] = FrameRing.attach(self._dir / name)
         return ring
 
@@ -543,14 +668,15 @@ def publish(sock: zmq.Socket[Any], topic: bytes, payload: bytes) -> bool:
 
 def open_subscriber(
     ctx: zmq.Context[Any],
-    address: str,
+    address: str | Sequence[str],
     *,
     topics: tuple[bytes, ...] = (b"",),
     hwm: int = 1000,
     curve_keys: tuple[bytes, bytes] | None = None,
     server_public_key: bytes | None = None,
 ) -> zmq.Socket[Any]:
-    """Connect a SUB socket to a publisher, subscribed to ``topics`` (topic = source
+    """Connect a SUB socket to a publisher (or to several: one socket fair-queues them,
+    e.g. every shard of a sharded deployment), subscribed to ``topics`` (topic = source
     id; b"" = all). curve_keys: this client's (public, secret) z85 keys, with the
     server's public key: CURVE on. A refused client simply receives nothing."""
     sock = ctx.socket(zmq.SUB)
@@ -567,11 +693,12 @@ def open_subscriber(
         sock.setsockopt(zmq.CURVE_SERVERKEY, server_public_key)
     for t in topics:
         sock.setsockopt(zmq.SUBSCRIBE, t)
-    try:
-        sock.connect(address)
-    except zmq.ZMQError as exc:
-        sock.close()
-        raise TransportError(
-            f"cannot connect subscriber to {address}: {exc.strerror} (expected tcp://HOST:PORT or ipc://PATH)"
-        ) from exc
+    for one in [address] if isinstance(address, str) else address:
+        try:
+            sock.connect(one)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise TransportError(
+                f"cannot connect subscriber to {one}: {exc.strerror} (expected tcp://HOST:PORT or ipc://PATH)"
+            ) from exc
     return sock

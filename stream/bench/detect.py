@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-width", type=int, default=1280)
     parser.add_argument("--frame-height", type=int, default=720)
     parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="artifact cache (default: <cache>/models)"
+        "--cache-dir", type=Path, default=None, help="artifact cache (default: <cache>/artifacts, the pipeline's own)"
     )
 
 
@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> BenchResult:
     device = resolve_device(args.device)
     cache = args.cache_dir
     if cache is None:
-        from stream.models.weights import cache_dir
+        from stream.models.weights import artifacts_dir, cache_dir
 
-        cache = cache_dir(os.environ) / "models"
+        cache = artifacts_dir(cache_dir(os.environ))
     seed = None if args.checkpoint else args.seed
 
     t0 = time.perf_counter()

@@ -32,10 +32,7 @@ Weights are seeded random ones (nothing here is a detection or a segmentation).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -107,19 +104,17 @@ class NaiveLoop:
         from segment_anything import SamPredictor
 
         from stream.models.sam import build_sam
+        from stream.models.sg_env import import_super_gradients
         from stream.models.yolo_nas import build_network, resolve_device
 
-        os.environ.setdefault("CRASH_HANDLER", "FALSE")
-        os.environ.setdefault("UPLOAD_LOGS", "FALSE")
-        with contextlib.redirect_stdout(sys.stderr):  # its import prints to stdout (--json must stay clean)
-            from super_gradients.training.processing.processing import (
-                ComposeProcessing,
-                DetectionCenterPadding,
-                DetectionLongestMaxSizeRescale,
-                ImagePermute,
-                StandardizeImage,
-                default_yolo_nas_coco_processing_params,
-            )
+        # quiet: nothing on stdout (--json must stay clean), no ~/sg_logs
+        processing = import_super_gradients("super_gradients.training.processing.processing")
+        ComposeProcessing = processing.ComposeProcessing
+        DetectionCenterPadding = processing.DetectionCenterPadding
+        DetectionLongestMaxSizeRescale = processing.DetectionLongestMaxSizeRescale
+        ImagePermute = processing.ImagePermute
+        StandardizeImage = processing.StandardizeImage
+        default_yolo_nas_coco_processing_params = processing.default_yolo_nas_coco_processing_params
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)

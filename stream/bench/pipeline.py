@@ -274,7 +274,7 @@ def _trial(args: argparse.Namespace, plan: dict[str, Any], n: int) -> dict[str, 
             shutil.rmtree(record_dir, ignore_errors=True)
     if summary.stopped_by != "end of input":
         raise StreamError(f"benchmark interrupted ({summary.stopped_by})")
-    return _figures(args, plan, n, summary, sup.drops, probe, monitor.result, recorded_mb)
+    return _figures(args, plan, n, summary, sup.ledger.recent(), probe, monitor.result, recorded_mb)
 
 
 def _figures(

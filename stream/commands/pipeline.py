@@ -38,10 +38,22 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set transport.hwm=8 (repeatable)")
     p.add_argument("--random-weights", action="store_true",
                    help="run the models with random weights (no download; outputs are NOT detections)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="run only shard I of N of the sources (rendezvous hashing of source ids); "
+                        "I=auto takes the ordinal of a StatefulSet pod from $POD_NAME or $HOSTNAME")
 
 
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, _cli_overrides(args), env=os.environ)
+    config = load_config(args.config, _cli_overrides(args), env=os.environ)
+    if getattr(args, "shard", None):
+        from stream.shard import parse_shard, shard_config
+
+        # the environment is read here, in the entry point, only
+        shard = parse_shard(args.shard, pod_name=os.environ.get("POD_NAME") or os.environ.get("HOSTNAME"))
+        config = shard_config(config, shard)
+        ids = [s.id for s in config.sources]
+        print(f"stream: shard {shard}: {len(ids)} source(s): {', '.join(ids)}", file=sys.stderr)
+    return config
 
 
 def _cli_overrides(args: argparse.Namespace) -> list[str]:
@@ -77,9 +89,19 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from stream.commands.weights import describe_missing, needed_weights
+    from stream.config import LIVE_TYPES
+    from stream.errors import WeightsError
     from stream.sources import open_source
+    from stream.transport import FrameRing
 
     config = _load(args)
+    missing, fetch = describe_missing(needed_weights(config))  # all of them, before a source can fail
+    for line in missing:
+        print(line)
+    if fetch:
+        print(f"fetch them with: {fetch}")
+    shm = 0
     for s in config.sources:
         src = open_source(s)
         try:  # a live source connects here (open() alone only checks the address)
@@ -88,7 +110,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             src.close()
         kind = "live" if (s.live or info.live) else "file"
         print(f"source {s.id}: {s.type} {info.width}x{info.height} @ {info.fps:g} fps ({kind})")
+        # as the supervisor sizes the rings: a camera's for max_width x max_height, whatever it sends now
+        w, h = (s.max_width, s.max_height) if s.type in LIVE_TYPES else (info.width, info.height)
+        shm += FrameRing.nbytes(s.ring_slots, w * h * 3)
+    print(f"shared memory: {shm / 2**20:.1f} MiB of /dev/shm for the frame rings")
     print(f"pipeline: capture → {' → '.join([*config.pipeline, 'output'])}")
+    if missing:
+        how = f"; fetch them with `{fetch}`" if fetch else ""
+        raise WeightsError(f"{len(missing)} weight file(s) missing (listed above){how}")
     print("config ok")
     return 0
 

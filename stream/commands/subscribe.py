@@ -22,7 +22,8 @@ from stream.errors import ConfigError
 
 def register(sub: Any) -> None:
     p = sub.add_parser("subscribe", help="print the objects and masks a pipeline publishes")
-    p.add_argument("endpoint", metavar="ENDPOINT", help="publisher address, e.g. tcp://127.0.0.1:5560")
+    p.add_argument("endpoint", metavar="ENDPOINT", nargs="+",
+                   help="publisher address, e.g. tcp://127.0.0.1:5560 (several: all of them, e.g. every shard)")
     p.add_argument(
         "--source",
         action="append",
@@ -80,7 +81,7 @@ def _subscribe(args: argparse.Namespace) -> int:
                 rec = sub.recv(args.timeout)
                 if rec is None:
                     status = 1
-                    print(f"stream: no record from {args.endpoint} for {args.timeout:g} s", file=sys.stderr)
+                    print(f"stream: no record from {', '.join(args.endpoint)} for {args.timeout:g} s", file=sys.stderr)
                     break
                 print(_json(rec) if args.json else _text(rec), flush=True)
                 if isinstance(rec, FrameRecord):

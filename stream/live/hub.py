@@ -8,7 +8,9 @@ while at least one client watches that source; object events are built only
 while at least one event client is connected.
 
 Clients (one HTTP thread each) wait on the hub's conditions and always take the
-newest item, so a slow client skips frames instead of growing a queue.
+newest item, so a slow client skips frames instead of growing a queue. A camera
+wall client watches many sources over one connection: ``next_updates`` hands it
+every source's newest JPEG and object event that changed since its last call.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects
 from stream.rate import RateMeter
+from stream.sinks.segments import objects_json
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class _Channel:
     next_due: float = 0.0  # monotonic s: earliest time of the next throttled update
     rate: RateMeter = field(default_factory=RateMeter)
     ended: bool = False
+    state: str | None = None  # the supervisor's capture state, when the stage is told it
 
 
 class LiveHub:
@@ -82,6 +86,9 @@ class LiveHub:
         self._events: dict[str, tuple[int, bytes]] = {}  # source -> (version, JSON)
         self._events_version = 0
         self._event_clients = 0
+        self._updates = threading.Condition()  # notified on every new JPEG or event (wall clients)
+        self._updates_version = 0
+        self._detail: dict[str, int] = {}  # source -> clients that want boxes and masks in its events
         self._work = threading.Condition()
         self._closing = False
         self._warned: set[str] = set()
@@ -119,6 +126,17 @@ class LiveHub:
                 ch.pending = pending
                 self._work.notify()
 
+    def set_source_states(self, states: dict[str, str]) -> None:
+        """Capture states from the supervisor (source id → connecting/streaming/stalled/
+        failed/done); a change is pushed to event clients at once, frames or not (rare: only
+        on changes, so it is published whether or not a client listens)."""
+        for source, state in states.items():
+            ch = self._channels.get(source)
+            if ch is None or ch.state == state:
+                continue
+            ch.state = state  # kept as the source's newest event: a wall opened later sees it too
+            self._publish_event(source, {"source": source, "source_state": state})
+
     def end_source(self, source: str) -> None:
         ch = self._channels.get(source)
         if ch is None:
@@ -139,6 +157,11 @@ class LiveHub:
         if objs.masks is not None and len(objs.masks) == n:
             ages = objs.masks.age.tolist()
             kinds = [MASK_KINDS[k] if k < len(MASK_KINDS) else str(k) for k in objs.masks.kind.tolist()]
+        boxes = [[round(float(v), 1) for v in b] for b in objs.boxes.tolist()]
+        rles: list[dict[str, Any] | None] = [None] * n
+        if self._detail.get(ch.source) and frame.image is not None:
+            height, width = frame.image.shape[:2]
+            rles = [o.get("mask") for o in objects_json(frame.arrays, height, width, masks=True)]
         names = self.class_names
         objects = [
             {
@@ -148,6 +171,8 @@ class LiveHub:
                 "score": round(float(scores[i]), 3),
                 "mask_age": ages[i],
                 "mask_kind": kinds[i],
+                "box": boxes[i],
+                **({"mask": rles[i]} if rles[i] is not None else {}),
             }
             for i in range(n)
         ]
@@ -159,6 +184,7 @@ class LiveHub:
             "latency_ms": round((time.time_ns() - h.capture_ns) / 1e6, 1),
             "random_weights": h.random_weights,
             "ended": False,
+            "source_state": ch.state,
             "objects": objects,
         }
 
@@ -168,6 +194,12 @@ class LiveHub:
             self._events_version += 1
             self._events[source] = (self._events_version, data)
             self._events_cond.notify_all()
+        self._bump_updates()
+
+    def _bump_updates(self) -> None:
+        with self._updates:
+            self._updates_version += 1
+            self._updates.notify_all()
 
     # ---- encoder thread ---------------------------------------------------------------
 
@@ -191,6 +223,7 @@ class LiveHub:
                     ch.jpeg = Jpeg(buf.tobytes(), seq, capture_ns)
                     ch.jpeg_version += 1
                     ch.cond.notify_all()
+                self._bump_updates()
 
     def _take_pending(self) -> list[tuple[_Channel, tuple[np.ndarray, int, int]]]:
         out = []
@@ -239,6 +272,35 @@ class LiveHub:
                 return after_version, None
             return ch.jpeg_version, ch.jpeg
 
+    def want_detail(self, source: str, on: bool) -> None:
+        """A camera page opened (on) or closed (off) for ``source``: while any is open, its
+        events carry each object's mask as COCO RLE of the picture's size."""
+        with self._events_cond:
+            self._detail[source] = self._detail.get(source, 0) + (1 if on else -1)
+
+    def next_updates(
+        self, sources: Sequence[str], sent: dict[str, int], events_after: int, seen: int, timeout: float
+    ) -> tuple[int, int, list[tuple[str, Jpeg]], list[bytes]]:
+        """For a wall client: wait up to ``timeout`` s for anything newer than ``seen``
+        (the hub's update counter), then return (update counter, newest event version,
+        [(source, newest JPEG)] of ``sources`` whose JPEG version differs from ``sent``
+        (``sent`` is updated in place), [newest JSON event of each of ``sources`` newer
+        than ``events_after``])."""
+        with self._updates:
+            self._updates.wait_for(lambda: self._updates_version != seen or self._closing, timeout)
+            seen = self._updates_version
+        pictures: list[tuple[str, Jpeg]] = []
+        for source in sources:
+            ch = self._channels[source]
+            with ch.cond:
+                if ch.jpeg is not None and ch.jpeg_version != sent.get(source, 0):
+                    sent[source] = ch.jpeg_version
+                    pictures.append((source, ch.jpeg))
+        with self._events_cond:
+            wanted = set(sources)
+            events = [d for s, (v, d) in self._events.items() if v > events_after and s in wanted]
+            return seen, self._events_version, pictures, events
+
     def subscribe_events(self) -> None:
         with self._events_cond:
             self._event_clients += 1
@@ -260,7 +322,8 @@ class LiveHub:
             return self._events_version, fresh
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per source: id, MJPEG path, measured input fps, viewers, whether it ended."""
+        """Per source: id, MJPEG path, measured input fps, viewers, whether it ended, and the
+        supervisor's capture state (None until the stage is told)."""
         return [
             {
                 "id": ch.source,
@@ -268,6 +331,7 @@ class LiveHub:
                 "fps": round(ch.rate.fps(), 1),
                 "viewers": ch.viewers,
                 "ended": ch.ended,
+                "state": ch.state,
             }
             for ch in self._channels.values()
         ]
@@ -279,6 +343,7 @@ class LiveHub:
             self._work.notify_all()
         with self._events_cond:
             self._events_cond.notify_all()
+        self._bump_updates()
         for ch in self._channels.values():
             with ch.cond:
                 ch.cond.notify_all()

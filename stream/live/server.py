@@ -4,9 +4,16 @@ Endpoints (GET only):
     /                     the page (HTML; its script and style under /static/)
     /stream/<source>.mjpg annotated pictures, ``multipart/x-mixed-replace`` JPEGs
     /events               Server-Sent Events: one JSON object per update per source
+    /wall?sources=a,b     the camera wall: every listed source (default all) over ONE
+                          connection, ``multipart/mixed`` parts tagged ``X-Source``:
+                          image/jpeg pictures (``X-Seq``, ``X-Age-Ms``) and
+                          application/json object events; ``&detail=a`` adds masks
+                          to source a's events (the camera page)
+    /api/recordings       JSON: each source's recorded segments by start time
+    /recordings/<source>/<segment>.mp4|.jsonl   a recording, read-only, with HTTP Range
     /api/sources          JSON: the configured sources and their state
     /healthz              JSON {"status": "ok"}; no token needed (for probes)
-    /static/app.js, /static/style.css   the page's code (public, no data, no token)
+    /static/app.js, rle.js, player.js, style.css   the page's code (public, no data, no token)
 
 With a token, every other endpoint needs ``Authorization: Bearer <token>`` or
 ``?token=<token>`` (the page passes its own ``?token=`` on to its stream and
@@ -20,22 +27,24 @@ from __future__ import annotations
 
 import errno
 import hmac
-import ipaddress
 import json
 import logging
+import os
 import re
 import select
 import socket
-import socketserver
 import threading
+import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from stream.errors import TransportError
+from stream.httpd import LOOPBACK_NAMES, GuardedHandler, GuardedServer
 from stream.live.hub import LiveHub
+from stream.live.recordings import list_recordings, parse_range, recording_file
 
 log = logging.getLogger(__name__)
 
@@ -44,69 +53,57 @@ _HEARTBEAT_S = 10.0  # SSE keep-alive comment: writing it tells a dead client fr
 _IDLE_CHECK_S = 2.0  # MJPEG: how often a stream with no new picture checks that its client is still there
 _STREAM = re.compile(r"^/stream/([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.mjpg$")
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s\"']*", re.IGNORECASE)
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; "
+    "connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-
-def is_loopback(host: str) -> bool:
-    """True for 'localhost' and any address in 127.0.0.0/8 or ::1."""
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_name(host_header: str) -> str:
-    """'127.0.0.1:8080' → '127.0.0.1', '[::1]:8080' → '::1', 'localhost' → 'localhost'."""
-    if host_header.startswith("["):
-        return host_header[1:].split("]", 1)[0]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 def _asset(name: str) -> bytes:
     return resources.files("stream.live").joinpath(name).read_bytes()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a client stuck in a stream must not hold up close()
-    allow_reuse_address = True
+def _part(ctype: str, body: bytes, headers: str) -> bytes:
+    """One part of the wall's multipart stream, boundary first."""
+    head = f"--{BOUNDARY}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
+    return head.encode() + body + b"\r\n"
 
-    def __init__(self, address: tuple[str, int], hub: LiveHub, token: bytes | None, family: int) -> None:
-        self.address_family = family
+
+class _Server(GuardedServer):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        hub: LiveHub,
+        token: bytes | None,
+        family: int,
+        recordings: Path | None,
+    ) -> None:
         self.hub = hub
+        self.recordings = recordings
         self.token = token
         self.assets = {
             "/": (_asset("page.html"), "text/html; charset=utf-8"),
             "/static/app.js": (_asset("app.js"), "text/javascript; charset=utf-8"),
+            "/static/rle.js": (_asset("rle.js"), "text/javascript; charset=utf-8"),
+            "/static/player.js": (_asset("player.js"), "text/javascript; charset=utf-8"),
             "/static/style.css": (_asset("style.css"), "text/css; charset=utf-8"),
         }
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN (a DNS lookup that can stall); skip it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
+        # without a token the view is loopback-only: the Host check stops DNS rebinding;
+        # a client that stops reading for the idle timeout (30 s) is dropped
+        super().__init__(address, _Handler, family=family, loopback_only=token is None)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
     server: _Server
-    protocol_version = "HTTP/1.0"  # one request per connection; streams end with the connection
-    timeout = 30.0  # socket timeout: a client that stops reading for this long is dropped
     server_version = "stream-live"
-    sys_version = ""
 
     def do_GET(self) -> None:  # noqa: N802 — BaseHTTPRequestHandler's naming
         url = urlsplit(self.path)
         path = url.path
         if path == "/healthz":
             return self._send_json({"status": "ok"})
-        if path in ("/static/app.js", "/static/style.css"):
+        if path.startswith("/static/") and path in self.server.assets:
             return self._send_asset(path)
         if not self._allowed(url.query):
             return
@@ -117,6 +114,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json({"sources": hub.summary(), "max_fps": hub.max_fps})
         if path == "/events":
             return self._events()
+        if path == "/wall":
+            return self._wall(url.query)
+        if path == "/api/recordings":
+            return self._send_json({"recordings": list_recordings(self.server.recordings)})
+        if path.startswith("/recordings/"):
+            return self._recording(path)
         m = _STREAM.match(path)
         if m and self.server.hub.has_source(m.group(1)):
             return self._mjpeg(m.group(1))
@@ -130,14 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _allowed(self, query: str) -> bool:
         token = self.server.token
         if token is None:
-            if not is_loopback(_host_name(self.headers.get("Host") or "")):
-                self._send_text(
-                    HTTPStatus.FORBIDDEN,
-                    "forbidden: this live view answers only to a loopback "
-                    "Host (127.0.0.1, localhost, [::1])\n",
-                )
-                return False
-            return True
+            return self.host_allowed()
         offered: list[str] = []
         auth = self.headers.get("Authorization") or ""
         if auth[:7].lower() == "bearer ":
@@ -152,6 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         return False
+
+    def refuse_host(self, text: str) -> None:
+        self._send_text(HTTPStatus.FORBIDDEN, text.replace("this server", "this live view"))
 
     # ---- responses ------------------------------------------------------------------
 
@@ -212,6 +211,91 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             hub.unwatch(source)
 
+    def _wall(self, query: str) -> None:
+        hub = self.server.hub
+        q = parse_qs(query)
+        wanted = [s for part in q.get("sources", []) for s in part.split(",") if s]
+        sources = [s for s in wanted if hub.has_source(s)] if wanted else list(hub.sources)
+        detail = [s for part in q.get("detail", []) for s in part.split(",") if hub.has_source(s)][:4]
+        if not sources:
+            return self._send_text(HTTPStatus.NOT_FOUND, "not found: none of these sources is served here\n")
+        self.send_response(HTTPStatus.OK)
+        self._common_headers(f"multipart/mixed; boundary={BOUNDARY}")
+        self.end_headers()
+        for s in sources:
+            hub.watch(s)
+        for s in detail:
+            hub.want_detail(s, True)
+        hub.subscribe_events()
+        sent: dict[str, int] = {}
+        seen, events_after = -1, 0
+        try:
+            while not hub.closing:
+                seen, events_after, pictures, events = hub.next_updates(
+                    sources, sent, events_after, seen, _IDLE_CHECK_S
+                )
+                if not pictures and not events:
+                    if self._client_gone():
+                        break
+                    continue
+                now = time.time_ns()
+                out = [
+                    _part(
+                        "image/jpeg",
+                        j.data,
+                        f"X-Source: {s}\r\nX-Seq: {j.seq}\r\nX-Age-Ms: {(now - j.capture_ns) / 1e6:.0f}\r\n",
+                    )
+                    for s, j in pictures
+                ]
+                out += [_part("application/json", e, "") for e in events]
+                self.wfile.write(b"".join(out))
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            hub.unsubscribe_events()
+            for s in detail:
+                hub.want_detail(s, False)
+            for s in sources:
+                hub.unwatch(s)
+
+    def _recording(self, path: str) -> None:
+        found = recording_file(self.server.recordings, path)
+        if found is None:
+            return self._send_text(HTTPStatus.NOT_FOUND, "not found: see /api/recordings for the segments\n")
+        file_path, ctype = found
+        try:
+            f = file_path.open("rb")
+        except OSError:
+            return self._send_text(HTTPStatus.NOT_FOUND, "not found: the segment was deleted\n")
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            span = parse_range(self.headers.get("Range"), size)
+            if span == "unsatisfiable":
+                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self._common_headers("text/plain; charset=utf-8", 0)
+                self.end_headers()
+                return
+            start, end = span if span is not None else (0, size - 1)
+            length = max(0, end - start + 1)
+            self.send_response(HTTPStatus.PARTIAL_CONTENT if span is not None else HTTPStatus.OK)
+            if span is not None:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Accept-Ranges", "bytes")
+            self._common_headers(ctype, length)
+            self.end_headers()
+            f.seek(start)
+            try:
+                while length > 0:
+                    chunk = f.read(min(length, 1 << 16))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    length -= len(chunk)
+            except OSError:
+                pass  # the player closed the connection (seeking aborts requests)
+
     def _events(self) -> None:
         hub = self.server.hub
         self.send_response(HTTPStatus.OK)
@@ -253,14 +337,19 @@ class LiveServer:
 
     host/port: where to bind (port 0 = any free port; ``port`` then tells which).
     token: required on every data request when given (compared in constant time).
+    recordings: the record sink's root, served read-only (None: no recordings).
     Raises TransportError naming sinks.live.port / sinks.live.host when it cannot bind.
     """
 
-    def __init__(self, hub: LiveHub, host: str, port: int, token: str | None) -> None:
-        bind_host = "127.0.0.1" if host.lower() in _LOOPBACK_NAMES else host.strip("[]")
+    def __init__(
+        self, hub: LiveHub, host: str, port: int, token: str | None, recordings: Path | None = None
+    ) -> None:
+        bind_host = "127.0.0.1" if host.lower() in LOOPBACK_NAMES else host.strip("[]")
         family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
         try:
-            self._server = _Server((bind_host, port), hub, token.encode() if token else None, family)
+            self._server = _Server(
+                (bind_host, port), hub, token.encode() if token else None, family, recordings
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise TransportError(

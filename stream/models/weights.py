@@ -1,8 +1,19 @@
 """Official checkpoints: a name → file registry, the on-disk cache, and a resumable, verified download.
 
-Nothing here runs at import: no environment reads, no network. ``cache_dir`` takes
-the environment as an argument (the CLI passes ``os.environ``), and downloads
-happen only when ``pull``/``download`` is called (``stream weights pull NAME``).
+Nothing here runs at import: no environment reads, no network. ``cache_dir`` and
+``mirror_base`` take the environment as an argument (the CLI passes ``os.environ``),
+and downloads happen only when ``pull``/``download`` is called (``stream weights pull``).
+
+Sources: a YOLO-NAS entry is fetched from the Hugging Face mirror first
+(``MIRROR_BASE``/resolve/main/yolo-nas-s.safetensors: super-gradients' release
+converted to safetensors, which cannot carry code), then from super-gradients'
+own URLs. The mirror goes first because both official hosts are gone (sghub.deci.ai
+no longer resolves; the S3 bucket answers 403 since April 2026): trying them first
+would only add two failures to every fresh machine. Each source's file keeps its own
+name in the cache (the .pth and the .safetensors differ byte for byte), and every
+failure is reported with its reason. After a download the file must parse as a
+checkpoint of the entry's family and architecture (an HTML error page saved as a
+.pth is refused before it is trusted).
 
 Integrity: an entry's ``sha256`` is checked after every download. Where no
 published hash is known (``sha256=None``) the first download is trusted and its
@@ -12,26 +23,21 @@ hash is recorded next to the file in ``<file>.sha256`` (trust on first use);
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import logging
-import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from stream import __version__
-from stream.errors import WeightsError
+from stream.errors import ModelError, WeightsError
 from stream.models.checkpoint import sha256_file
+from stream.models.download import DownloadError, _download, _manual_hint, download
+
+__all__ = ["DownloadError", "download"]  # re-exported: the transfer itself lives in stream.models.download
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 1 << 20  # 1 MiB per read: small enough for a smooth progress bar, large enough to be cheap
 
 YOLO_NAS_LICENSE = (
     "NON-COMMERCIAL use only (Deci YOLO-NAS weights license: "
@@ -42,8 +48,18 @@ SAM_LICENSE = "Apache-2.0 (https://github.com/facebookresearch/segment-anything/
 Family = Literal["yolo_nas", "sam"]
 
 
-class DownloadError(WeightsError):
-    """The transfer failed (network, HTTP status, interrupted); a partial ``.part`` may be kept for resume."""
+MIRROR_BASE = "https://huggingface.co/CondadosAI/detectors"
+MIRROR_ENV = "STREAM_WEIGHTS_MIRROR"
+
+
+def mirror_base(env: Mapping[str, str]) -> str:
+    """The mirror's base URL: ``$STREAM_WEIGHTS_MIRROR`` if set, else ``MIRROR_BASE`` (HF repo URL form)."""
+    return (env.get(MIRROR_ENV) or MIRROR_BASE).rstrip("/")
+
+
+def mirror_url(base: str, filename: str) -> str:
+    """The URL of ``filename`` in a Hugging Face repo at ``base``: ``<base>/resolve/main/<filename>``."""
+    return f"{base.rstrip('/')}/resolve/main/{filename}"
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,8 @@ class WeightSpec:
     name: registry key used on the command line (``stream weights pull NAME``).
     family / arch: which builder consumes it (``yolo_nas``/``yolo_nas_s``, ``sam``/``vit_b``).
     url: where it is published; ``mirrors`` are tried in order when ``url`` cannot be reached.
+    mirror_file: the file's name in the Hugging Face mirror (tried before ``url``), or None;
+        it is also its name in the cache.
     sha256: lowercase hex of the published file, or None when no published hash is known
         (then the first download is trusted and recorded, see module docstring).
     size_bytes: expected size in bytes, informational (progress bar, ``list``); None when unknown.
@@ -69,16 +87,36 @@ class WeightSpec:
     license: str
     filename: str
     mirrors: tuple[str, ...] = ()
+    mirror_file: str | None = None
 
     @property
     def non_commercial(self) -> bool:
         return self.family == "yolo_nas"
 
+    def filenames(self) -> tuple[str, ...]:
+        """Names this entry may have in the cache, the preferred (safetensors) first."""
+        return (self.mirror_file, self.filename) if self.mirror_file else (self.filename,)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place to fetch an entry from: ``url`` is saved as ``<cache>/weights/<filename>``."""
+
+    url: str
+    filename: str
+
+
+def sources(spec: WeightSpec, mirror: str = MIRROR_BASE) -> list[Source]:
+    """Where ``spec`` is fetched from, in order: the mirror (if it holds the file), then the official URLs."""
+    found = [Source(mirror_url(mirror, spec.mirror_file), spec.mirror_file)] if spec.mirror_file else []
+    return found + [Source(url, spec.filename) for url in (spec.url, *spec.mirrors)]
+
 
 # YOLO-NAS: URLs from super-gradients 3.7.1 (training/pretrained_models.py, MODEL_URLS "yolo_nas_*_coco").
 # That host (sghub.deci.ai) no longer resolves since Deci's acquisition; the super-gradients issue
-# tracker (#2057, #2064) points users at the S3 bucket below, which we try second. Neither
-# publishes a sha256, so these entries are trust-on-first-use.
+# tracker (#2057, #2064) points users at the S3 bucket below, which answers 403 since April 2026.
+# Both are kept, after the Hugging Face mirror (see module docstring). None of them publishes a
+# sha256, so these entries are trust-on-first-use.
 # SAM: URLs from the segment-anything README. The sha256 values are not published by Meta; they
 # are the values that many independent projects record for these exact files (cross-checked in
 # several unrelated manifests). Sizes are from third-party manifests and are informational only.
@@ -100,6 +138,7 @@ OFFICIAL: Mapping[str, WeightSpec] = MappingProxyType(
                     size_bytes=None,
                     license=YOLO_NAS_LICENSE,
                     filename=f"yolo_nas_{size}_coco.pth",
+                    mirror_file=f"yolo-nas-{size}.safetensors",
                 )
                 for size in ("s", "m", "l")
             ),
@@ -159,130 +198,24 @@ def cache_dir(env: Mapping[str, str]) -> Path:
     return Path.home() / ".cache" / "stream"
 
 
+def artifacts_dir(cache: str | Path) -> Path:
+    """Where exported model artifacts live under the cache root: one place for the
+    pipeline, image mode and the benchmarks, so a benchmark times the pipeline's own artifact."""
+    return Path(cache) / "artifacts"
+
+
 def weights_path(spec: WeightSpec, cache: Path) -> Path:
-    """Where ``spec`` lives in the cache (whether or not it is there)."""
+    """Where ``spec`` lives in the cache: the first of its file names that is there, else the official one."""
+    for name in spec.filenames():
+        path = cache / "weights" / name
+        if path.is_file():
+            return path
     return cache / "weights" / spec.filename
 
 
 def sidecar_path(path: Path) -> Path:
     """The trust-on-first-use record for ``path``: ``<path>.sha256`` in ``sha256sum`` format."""
     return path.with_name(path.name + ".sha256")
-
-
-def _manual_hint(dest: Path) -> str:
-    return (
-        f"If this machine cannot reach it, download the file elsewhere and place it at {dest} "
-        "(then check it with `stream weights verify`), or run with --random-weights "
-        "(untrained weights, for tests and benchmarks only)."
-    )
-
-
-def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse:
-    headers = {"User-Agent": f"stream/{__version__}"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    # The caller has checked the scheme: urlopen would also read file:// and ftp:// URLs.
-    return urllib.request.urlopen(request, timeout=timeout_s)
-
-
-def _download(url: str, dest: Path, sha256: str | None, *, progress: bool, timeout_s: float) -> str:
-    """Body of ``download``; returns the hex sha256 of the file now at ``dest``."""
-    from tqdm import tqdm  # only a download needs it
-
-    if not url.startswith(("http://", "https://")):
-        raise WeightsError(f"cannot download {url!r}: only http:// and https:// URLs are supported")
-    part = dest.with_name(dest.name + ".part")
-    offset = part.stat().st_size if part.exists() else 0
-    try:
-        try:
-            response = _open(url, offset, timeout_s)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 416 or not offset:
-                raise
-            # 416: the partial file does not fit the remote one (already complete, or changed); start over.
-            log.info("server rejected resuming %s at byte %d; restarting from 0", dest.name, offset)
-            part.unlink()
-            offset = 0
-            response = _open(url, 0, timeout_s)
-        with response:
-            length = response.headers.get("Content-Length")
-            if offset and response.status == 206:
-                if not (response.headers.get("Content-Range") or "").startswith(f"bytes {offset}-"):
-                    raise DownloadError(
-                        f"server answered the resume request for {url} with an unexpected "
-                        f"Content-Range {response.headers.get('Content-Range')!r}; delete {part} and retry"
-                    )
-                log.info("resuming %s at byte %d", dest.name, offset)
-            elif offset:
-                log.info("server ignored the Range request for %s; restarting from 0", url)
-                offset = 0
-            total = offset + int(length) if length is not None else None
-            digest = hashlib.sha256()
-            if offset:
-                with part.open("rb") as fh:
-                    while block := fh.read(_CHUNK):
-                        digest.update(block)
-            received = offset
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            bar = tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                file=sys.stderr,
-                disable=not progress,
-            )
-            with bar, part.open("ab" if offset else "wb") as out:
-                while block := response.read(_CHUNK):
-                    out.write(block)
-                    digest.update(block)
-                    received += len(block)
-                    bar.update(len(block))
-            if total is not None and received < total:
-                raise DownloadError(
-                    f"download of {url} was interrupted at {received} of {total} bytes; "
-                    f"the partial file {part} is kept: run the same command again to resume."
-                )
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        if part.exists() and part.stat().st_size == 0:
-            part.unlink()
-        if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-            reason: object = exc.reason
-        else:
-            reason = exc
-        raise DownloadError(f"could not download {url}: {reason}.") from exc
-
-    actual = digest.hexdigest()
-    if sha256 is not None and actual != sha256.lower():
-        part.unlink(missing_ok=True)
-        raise WeightsError(
-            f"sha256 mismatch for {url}: expected {sha256.lower()}, got {actual}; the download was "
-            f"discarded and {dest} was not written. Retry later; if it persists, the published file "
-            "changed or something between you and the server alters it."
-        )
-    os.replace(part, dest)
-    return actual
-
-
-def download(url: str, dest: Path, sha256: str | None, *, progress: bool, timeout_s: float) -> Path:
-    """Stream ``url`` to ``dest`` through ``<dest>.part`` and move it into place atomically.
-
-    An existing ``.part`` is resumed with an HTTP Range request (a server that
-    ignores Range and answers 200 restarts it from 0). The progress bar (bytes)
-    goes to stderr. ``sha256`` (hex) is checked over the whole file; a mismatch
-    deletes the partial file and raises WeightsError naming expected, actual and
-    URL. Network failures raise DownloadError (a WeightsError) that says where
-    to place the file by hand; a partial file is kept for the next attempt.
-    ``timeout_s``: seconds of socket inactivity before giving up.
-    """
-    try:
-        _download(url, dest, sha256, progress=progress, timeout_s=timeout_s)
-    except DownloadError as exc:
-        raise DownloadError(f"{exc} {_manual_hint(dest)}") from exc
-    return dest
 
 
 def _recorded_sha256(path: Path) -> str | None:
@@ -293,6 +226,13 @@ def _recorded_sha256(path: Path) -> str | None:
     return fields[0].lower() if fields else None
 
 
+def _source_for(url: str, spec: WeightSpec) -> Source:
+    """A user-given URL: saved under the entry's safetensors name if it is one, else the official name."""
+    if spec.mirror_file and url.split("?", 1)[0].endswith(".safetensors"):
+        return Source(url, spec.mirror_file)
+    return Source(url, spec.filename)
+
+
 def pull(
     spec: WeightSpec,
     cache: Path,
@@ -301,95 +241,136 @@ def pull(
     progress: bool = True,
     timeout_s: float = 60.0,
     urls: Sequence[str] | None = None,
+    mirror: str = MIRROR_BASE,
 ) -> Path:
     """Fetch ``spec`` into ``<cache>/weights/`` and return its path.
 
-    ``urls`` replaces ``(spec.url, *spec.mirrors)`` (a private mirror, or a test
-    server); each is tried in order until one can be reached. A file already in
-    the cache is checked, not fetched again, unless ``force``. Without a
-    published sha256 the hash of the first download is recorded in the sidecar
-    ``<file>.sha256`` (a warning says it was trusted on first use), and later
-    downloads must match that record.
+    Sources are tried in order (``sources(spec, mirror)``: the mirror, then the
+    official URLs); ``urls`` replaces them (a private mirror, or a test server).
+    A failing source is logged with its reason and the next is tried; when all
+    fail, DownloadError lists every URL and why. A downloaded file must parse as
+    a checkpoint of ``spec``'s family and architecture (``identify``), else it is
+    deleted and counts as a failure. A file already in the cache is checked, not
+    fetched again, unless ``force``. Without a published sha256 the hash of the
+    first download is recorded in the sidecar ``<file>.sha256`` (a warning says it
+    was trusted on first use), and later downloads must match that record.
     """
-    dest = weights_path(spec, cache)
+    from stream.models.weights_check import identify
+
+    cached = weights_path(spec, cache)
     if spec.non_commercial:
         log.warning("%s: %s. By downloading it you agree to these terms.", spec.name, spec.license)
-    if dest.exists() and not force:
+    if cached.exists() and not force:
         result = verify(spec, cache)
         if result.status == "mismatch":
             raise WeightsError(
                 f"{result.message}; run `stream weights pull {spec.name} --force` to replace it"
             )
-        log.info("%s is already cached at %s (%s)", spec.name, dest, result.message)
-        return dest
-    recorded = _recorded_sha256(dest) if spec.sha256 is None else None
-    expected = spec.sha256 or recorded
-    candidates = list(urls) if urls else [spec.url, *spec.mirrors]
+        log.info("%s is already cached at %s (%s)", spec.name, cached, result.message)
+        return cached
+    candidates = [_source_for(u, spec) for u in urls] if urls else sources(spec, mirror)
     failures: list[str] = []
-    for i, url in enumerate(candidates):
-        log.info("downloading %s from %s to %s", spec.name, url, dest)
+    for i, src in enumerate(candidates):
+        dest = cache / "weights" / src.filename
+        recorded = _recorded_sha256(dest) if spec.sha256 is None or src.filename != spec.filename else None
+        expected = spec.sha256 if src.filename == spec.filename and spec.sha256 else recorded
+        log.info("downloading %s from %s to %s", spec.name, src.url, dest)
         try:
-            actual = _download(url, dest, expected, progress=progress, timeout_s=timeout_s)
-        except DownloadError as exc:
-            failures.append(str(exc))
-            if i + 1 < len(candidates):
-                log.warning("%s Trying %s next.", exc, candidates[i + 1])
-            continue
-        except WeightsError as exc:
-            if recorded is not None:
-                raise WeightsError(
-                    f"{exc} The expected hash is the trust-on-first-use record {sidecar_path(dest)}; "
+            actual = _download(src.url, dest, expected, progress=progress, timeout_s=timeout_s)
+        except WeightsError as exc:  # DownloadError, or a hash that does not match
+            reason = str(exc)
+            if recorded is not None and not isinstance(exc, DownloadError):
+                reason += (
+                    f" The expected hash is the trust-on-first-use record {sidecar_path(dest)}; "
                     "delete it if you mean to trust a new file."
-                ) from exc
-            raise
-        if spec.sha256 is not None:
-            log.info("%s: sha256 %s matches the registry", spec.name, actual)
-        elif recorded is not None:
-            log.info("%s: sha256 %s matches the trust-on-first-use record", spec.name, actual)
+                )
+            failures.append(reason)
         else:
-            sidecar = sidecar_path(dest)
-            sidecar.write_text(f"{actual}  {dest.name}\n", encoding="ascii")
-            log.warning(
-                "%s: no published sha256 is known for this file, so this download was trusted on first "
-                "use: recorded sha256 %s in %s; `stream weights verify` checks against it from now on",
-                spec.name,
-                actual,
-                sidecar,
-            )
-        return dest
-    raise DownloadError(f"could not download {spec.name}: {' | '.join(failures)} {_manual_hint(dest)}")
+            try:
+                identify(dest, family=spec.family, arch=spec.arch)
+            except (
+                ModelError
+            ) as exc:  # it arrived, but it is not this checkpoint (an HTML page, another model)
+                dest.unlink(missing_ok=True)
+                failures.append(f"{src.url} sent a file that is not the {spec.name} checkpoint: {exc}")
+                if i + 1 < len(candidates):
+                    log.warning("%s Trying %s next.", failures[-1], candidates[i + 1].url)
+                continue
+            if spec.sha256 is not None and src.filename == spec.filename:
+                log.info("%s: sha256 %s matches the registry", spec.name, actual)
+            elif recorded is not None:
+                log.info("%s: sha256 %s matches the trust-on-first-use record", spec.name, actual)
+            else:
+                sidecar = sidecar_path(dest)
+                sidecar.write_text(f"{actual}  {dest.name}\n", encoding="ascii")
+                log.warning(
+                    "%s: no published sha256 is known for this file, so this download was trusted on first "
+                    "use: recorded sha256 %s in %s; `stream weights verify` checks against it from now on",
+                    spec.name,
+                    actual,
+                    sidecar,
+                )
+            return dest
+        if i + 1 < len(candidates):
+            log.warning("%s Trying %s next.", failures[-1], candidates[i + 1].url)
+    listed = " ".join(f"({n}) {reason}" for n, reason in enumerate(failures, 1))
+    raise DownloadError(
+        f"could not fetch {spec.name} from any of its {len(candidates)} sources: {listed} "
+        + _manual_hint(cache / "weights" / candidates[0].filename if candidates else cached)
+    )
 
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """status: ok (hash matches), mismatch, missing (not in the cache), unverified (no hash to check)."""
+    """status: ok (hash matches), mismatch, missing (not in the cache), unverified (no hash to check),
+    invalid (the file does not load as the entry's architecture)."""
 
     name: str
     path: Path
-    status: Literal["ok", "mismatch", "missing", "unverified"]
+    status: Literal["ok", "mismatch", "missing", "unverified", "invalid"]
     message: str
 
 
-def verify(spec: WeightSpec, cache: Path) -> VerifyResult:
-    """Check the cached file of ``spec`` against the registry sha256, else against its sidecar record."""
+def verify(spec: WeightSpec, cache: Path, *, check_load: bool = False) -> VerifyResult:
+    """Check the cached file of ``spec`` against the registry sha256, else against its sidecar record.
+
+    ``check_load``: also load it and check every tensor against ``spec.arch``
+    (``weights_check.check_architecture``; for YOLO-NAS this imports super-gradients).
+    """
     path = weights_path(spec, cache)
     if not path.is_file():
         return VerifyResult(spec.name, path, "missing", f"{path} is not cached")
     sidecar = sidecar_path(path)
-    expected, source = spec.sha256, "registry"
+    expected, source = (spec.sha256, "registry") if path.name == spec.filename else (None, "")
     if expected is None:
         expected, source = _recorded_sha256(path), f"trust-on-first-use record {sidecar}"
+    if expected is not None:
+        actual = sha256_file(path)
+        if actual != expected:
+            return VerifyResult(
+                spec.name,
+                path,
+                "mismatch",
+                f"{path}: sha256 {actual} does not match {expected} from the {source}",
+            )
+    loaded = ""
+    if check_load:
+        from stream.models.weights_check import check_architecture
+
+        if spec.family == "yolo_nas" and "super_gradients" not in sys.modules:
+            log.info(
+                "checking %s against %s: building it imports super-gradients (~25 s)", path.name, spec.arch
+            )
+        try:
+            info = check_architecture(path, family=spec.family, arch=spec.arch)
+        except ModelError as exc:
+            return VerifyResult(spec.name, path, "invalid", f"does not load as {spec.arch}: {exc}")
+        loaded = f"; loads as {info.arch} ({info.tensors} tensors)"
     if expected is None:
-        return VerifyResult(spec.name, path, "unverified", f"{path}: no published sha256 and no {sidecar}")
-    actual = sha256_file(path)
-    if actual != expected:
         return VerifyResult(
-            spec.name,
-            path,
-            "mismatch",
-            f"{path}: sha256 {actual} does not match {expected} from the {source}",
+            spec.name, path, "unverified", f"{path}: no published sha256 and no {sidecar}{loaded}"
         )
-    return VerifyResult(spec.name, path, "ok", f"sha256 matches the {source}")
+    return VerifyResult(spec.name, path, "ok", f"sha256 matches the {source}{loaded}")
 
 
 def resolve_weights(
@@ -397,17 +378,28 @@ def resolve_weights(
 ) -> Path:
     """A checkpoint path from a registry name (its cache file) or a local file path (used as-is).
 
-    Registry names take precedence; anything else is a path, which must be an
-    existing file. A registry name whose file is missing raises WeightsError
-    naming the command that fetches it. Does not hash the file (that is
-    ``verify``): this runs on every start.
+    Registry names take precedence, then names given to ``stream weights import``;
+    anything else is a path, which must be an existing file. A registry name whose
+    file is missing raises WeightsError naming the command that fetches it. Does not
+    hash the file (that is ``verify``): this runs on every start.
     """
+    from stream.models.weights_import import imported_path
+
     key = str(name_or_path)
+    imported = imported_path(key, cache) if key not in registry else None
+    if imported is not None:
+        if not imported.is_file():
+            raise WeightsError(
+                f"imported weights {key!r} are gone ({imported} is missing); import the file again with "
+                f"`stream weights import FILE --name {key}`"
+            )
+        return imported
     if key in registry:
         path = weights_path(registry[key], cache)
         if not path.is_file():
+            where = " or ".join(str(cache / "weights" / f) for f in registry[key].filenames())
             raise WeightsError(
-                f"weights {key!r} are not in the cache ({path} is missing); fetch them with "
+                f"weights {key!r} are not in the cache ({where} is missing); fetch them with "
                 f"`stream weights pull {key}`, or pass --random-weights to run with untrained weights "
                 "(tests and benchmarks only)"
             )

@@ -18,7 +18,6 @@ A = 8400 anchors at S = 640.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,38 +213,19 @@ def check_checkpoint(state: Mapping[str, Any], *, arch: str, num_classes: int | 
 
 
 def _compare_state(expected: Mapping[str, Any], got: Mapping[str, Any], *, arch: str, source: str) -> None:
-    """ModelError listing missing, unexpected and mis-shaped keys, if any."""
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [
-        f"{k}: {tuple(got[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected
-        if k in got and tuple(got[k].shape) != tuple(expected[k].shape)
-    ]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        parts.append(f"{len(shapes)} with another shape (checkpoint vs model, e.g. {'; '.join(shapes[:3])})")
+    """ModelError naming the first mis-shaped tensor (key, expected, got), missing and unexpected keys."""
+    from stream.models.checkpoint import check_state_shapes
+
     guessed = guess_arch(got)
     hint = f"; it looks like {guessed}" if guessed and guessed != arch else ""
-    raise ModelError(
-        f"checkpoint {source} does not match {arch}: {', '.join(parts)} of {len(expected)} weights{hint}; "
-        "use a checkpoint trained for this architecture"
-    )
+    check_state_shapes(expected, got, arch=arch, source=source, hint=hint)
 
 
 def import_sg_models() -> Any:
-    """super_gradients.training.models, with its crash handler and log upload off (import ~25 s)."""
-    os.environ.setdefault("CRASH_HANDLER", "FALSE")
-    os.environ.setdefault("UPLOAD_LOGS", "FALSE")
-    from super_gradients.training import models
+    """super_gradients.training.models, imported quietly (see ``stream.models.sg_env``; ~25 s)."""
+    from stream.models.sg_env import import_super_gradients
 
-    return models
+    return import_super_gradients("super_gradients.training.models")
 
 
 def build_network(arch: str, num_classes: int, random_seed: int | None) -> Any:
@@ -313,9 +293,10 @@ def build_yolo_nas(
     """Build an eager, fused YOLO-NAS ready for ``YoloNasDetector`` (imports super-gradients).
 
     checkpoint: an official COCO checkpoint (80 classes, COCO names) or a fine-tuned
-        super-gradients one (``net``/``ema_net`` unwrapped; class count read from the head
-        when ``num_classes`` is None). Refused (ModelError) when it was trained for another
-        architecture or class count.
+        super-gradients one (.pth or safetensors; ``net``/``ema_net`` unwrapped; class count
+        read from the head when ``num_classes`` is None; class names from the file when it
+        stores them and ``class_names`` is None). Refused (ModelError) when it was trained
+        for another architecture or class count, or any tensor's shape differs.
     random_seed: without a checkpoint, seeded random weights (``num_classes`` or 80);
         the global torch RNG is left as it was.
     device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'. input_size: square network input S (multiple of 32).
@@ -336,14 +317,26 @@ def build_yolo_nas(
         )
     dev = resolve_device(device)
     if checkpoint is not None:
-        from stream.models.checkpoint import load_state_dict
+        from stream.models.checkpoint import read_checkpoint
 
-        state = load_state_dict(Path(checkpoint))
+        ckpt = read_checkpoint(Path(checkpoint))
+        state = ckpt.state
         n_classes = check_checkpoint(state, arch=arch, num_classes=num_classes, source=str(checkpoint))
         net = build_network(arch, n_classes, random_seed=None)
         _compare_state(net.state_dict(), state, arch=arch, source=str(checkpoint))
         net.load_state_dict(state, strict=True)
         source = str(checkpoint)
+        if class_names is None and ckpt.class_names is not None:
+            if len(ckpt.class_names) == n_classes:
+                class_names = ckpt.class_names
+                log.info("%s: class names read from the checkpoint (%s, …)", source, ckpt.class_names[0])
+            else:
+                log.warning(
+                    "%s stores %d class names for a %d-class head; ignoring them",
+                    source,
+                    len(ckpt.class_names),
+                    n_classes,
+                )
     else:
         n_classes = num_classes or len(COCO_CLASSES)
         net = build_network(arch, n_classes, random_seed=random_seed)

@@ -134,8 +134,10 @@ def artifact_path(
     return Path(cache_dir) / f"{arch}-{input_size}-{dtype}-{device.type}-{key[:16]}.ts"
 
 
-def export_artifact(model: YoloNasModel, path: Path) -> None:
-    """Trace and freeze ``model.module`` at (2, 3, S, S) and write it (and its .json) atomically."""
+def export_artifact(model: YoloNasModel, path: Path, *, default_names: Sequence[str] | None = None) -> None:
+    """Trace and freeze ``model.module`` at (2, 3, S, S) and write it (and its .json) atomically.
+
+    ``default_names``: class names a later load uses when it is given none (stored in the .json)."""
     import torch
 
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
@@ -159,6 +161,8 @@ def export_artifact(model: YoloNasModel, path: Path) -> None:
         "source": model.source,
         "torch": torch.__version__,
     }
+    if default_names is not None:
+        meta["class_names"] = list(default_names)
     # Write to temporary names then rename: a second worker never reads a half-written file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
@@ -211,9 +215,13 @@ def _to_model(
 
 
 def read_artifact(path: Path, *, device: Any, class_names: Sequence[str] | None = None) -> YoloNasModel:
-    """Load an artifact written by ``export_artifact`` onto ``device`` (no super-gradients import)."""
+    """Load an artifact written by ``export_artifact`` onto ``device`` (no super-gradients import).
+
+    ``class_names``: None → the names stored with it, else the COCO / class_N defaults."""
     module, meta = _read_files(path, device)
-    return _to_model(module, meta, device, class_names)
+    return _to_model(
+        module, meta, device, class_names if class_names is not None else meta.get("class_names")
+    )
 
 
 def load_yolo_nas(
@@ -252,7 +260,9 @@ def load_yolo_nas(
             log.warning("%s; rebuilding it", exc)
         else:
             log.info("loaded %s from the cache %s", arch, path)
-            return _to_model(module, meta, dev, class_names)
+            return _to_model(
+                module, meta, dev, class_names if class_names is not None else meta.get("class_names")
+            )
     eager = build_yolo_nas(
         arch,
         checkpoint=checkpoint,
@@ -262,5 +272,7 @@ def load_yolo_nas(
         device=str(dev),
         input_size=input_size,
     )
-    export_artifact(eager, path)
+    # Without names from the config, the artifact keeps the ones the build chose (read from the
+    # checkpoint, else COCO's or class_N), so a cache hit needs no second read of the checkpoint.
+    export_artifact(eager, path, default_names=eager.class_names if class_names is None else None)
     return read_artifact(path, device=dev, class_names=class_names)

@@ -1,6 +1,9 @@
-"""Live view sink: ``http://HOST:PORT/`` shows every source's annotated picture
-(MJPEG) and its object list (track id, class, score, mask age) pushed over
-Server-Sent Events. See ``stream.live.server`` for the endpoints.
+"""Live view sink: ``http://HOST:PORT/`` is a camera wall of every source's annotated
+picture over one connection per viewer, with each tile's state, fps and frame age;
+``/#cam=<id>`` is one camera with its object list (click an object to highlight its
+box and mask); ``/#recordings`` plays the record sink's segments (``sinks.record.root``)
+with boxes and masks drawn from their JSONL sidecars. See ``stream.live.server``
+for the endpoints.
 
 Config (``sinks.live``)::
 
@@ -21,13 +24,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 
 from stream.config import Config, StrictModel, validate_section
 from stream.errors import ConfigError
+from stream.httpd import is_loopback
 from stream.live.hub import LiveHub
-from stream.live.server import LiveServer, is_loopback
+from stream.live.server import LiveServer
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, class_names_of
 
@@ -51,6 +56,7 @@ class LiveSink:
     """Feeds the live view. Binds and starts serving on construction.
 
     sources: the configured source ids (requests for any other id get 404).
+    recordings: the recording root to serve read-only (None: no recordings).
     class_names: names indexed by class id, as every other output names them.
     Raises ConfigError when the host is not loopback and no token is set, and
     TransportError (naming sinks.live.port) when the port cannot be bound.
@@ -60,7 +66,12 @@ class LiveSink:
     wants_annotated = True  # gets frames whose .image is the annotated picture
 
     def __init__(
-        self, params: LiveConfig, sources: list[str], class_names: Sequence[str] = COCO_CLASSES
+        self,
+        params: LiveConfig,
+        sources: list[str],
+        class_names: Sequence[str] = COCO_CLASSES,
+        *,
+        recordings: Path | None = None,
     ) -> None:
         token = params.token.get_secret_value() if params.token is not None else ""
         if not token.strip():
@@ -87,7 +98,7 @@ class LiveSink:
             sources, max_fps=params.max_fps, jpeg_quality=params.jpeg_quality, class_names=class_names
         )
         try:
-            self.server = LiveServer(self.hub, params.host, params.port, token or None)
+            self.server = LiveServer(self.hub, params.host, params.port, token or None, recordings)
         except BaseException:
             self.hub.close()
             raise
@@ -117,13 +128,27 @@ class LiveSink:
     def end_source(self, source: str) -> None:
         self.hub.end_source(source)
 
+    def source_states(self, states: dict[str, str]) -> None:
+        """The supervisor's capture states; each tile shows its source's."""
+        self.hub.set_source_states(states)
+
     def close(self) -> None:
         self.hub.close()
         self.server.close()
 
 
+def recording_root(config: Config) -> Path | None:
+    """``sinks.record.root`` (resolved) when the record sink is on, else None."""
+    record = config.sinks.record
+    section = record if isinstance(record, dict) else getattr(record, "__dict__", {})
+    if not section or section.get("enabled", True) is False:
+        return None
+    return Path(str(section.get("root") or "recordings")).expanduser().resolve()
+
+
 def build(section: dict, config: Config) -> LiveSink:
-    """The live sink from ``sinks.live``, serving the config's source ids."""
+    """The live sink from ``sinks.live``, serving the config's source ids and, when the
+    record sink is on, its recordings (``sinks.record.root``) read-only."""
     token = section.get("token")
     if token is not None and not isinstance(token, str):
         # checked here so that pydantic's message, which quotes the value, never shows the token
@@ -131,4 +156,6 @@ def build(section: dict, config: Config) -> LiveSink:
             "config error: sinks.live.token: must be a string (quote it in YAML, or use ${ENV:NAME})"
         )
     params = validate_section(LiveConfig, section, "sinks.live")
-    return LiveSink(params, [s.id for s in config.sources], class_names_of(config))
+    return LiveSink(
+        params, [s.id for s in config.sources], class_names_of(config), recordings=recording_root(config)
+    )

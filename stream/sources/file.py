@@ -67,6 +67,8 @@ class FileSource:
         self._pts_from_index = False  # the stream has no timestamps: pts = frame index
         self._pacer: Pacer | None = None
         self._iterators: weakref.WeakSet[Generator[SourceFrame, None, None]] = weakref.WeakSet()
+        self._file_size = 0
+        self.end_reason: str | None = None  # why the last pass ended early ("truncated: …"), else None
 
     @property
     def dropped(self) -> int:
@@ -156,12 +158,15 @@ class FileSource:
         raise SourceError(f"{self.path} has a video stream but no decodable frame; the file may be truncated")
 
     def _check_end(self, fmt: str) -> None:
-        """Read the packets of the last GOP: an indexed but truncated file fails here, not mid-run.
+        """Read the packets of the last GOP: an indexed file cut short (an MP4 with its index
+        at the front, copied or recorded only in part) is found here, warned about, and its
+        decodable part is played; its end is reported as a truncation (``end_reason``).
 
         Only for containers whose index states the duration exactly (MP4/MOV, Matroska,
         AVI); elsewhere (MPEG-TS, raw streams) the duration is an estimate and a
         truncation shows up as an early end with a warning.
         """
+        self._file_size = self.path.stat().st_size
         if not any(name in fmt for name in ("mov", "matroska", "avi")):
             return
         with self._container() as container:
@@ -174,22 +179,23 @@ class FileSource:
             except av.FFmpegError:
                 return
             last_pts = None
+            why = ""
             try:
                 for packet in container.demux(stream):
+                    if packet.pos is not None and packet.pos + packet.size > self._file_size:
+                        why = "its index lists frames past the end of the file"
+                        break
                     if packet.size and packet.pts is not None:
                         last_pts = packet.pts if last_pts is None else max(last_pts, packet.pts)
             except av.FFmpegError as exc:
-                raise SourceError(
-                    f"{self.path} is truncated or damaged: reading its last frames failed ({exc}); "
-                    "re-copy or re-encode the file"
-                ) from exc
+                why = f"reading its last frames failed ({exc})"
             # In MP4/MOV the last frame starts one frame period before the stated end.
             short = "mov" in fmt and self._frame_dur and last_pts is not None
-            if last_pts is None or (short and last_pts + 1.5 * self._frame_dur < end):
-                raise SourceError(
-                    f"{self.path} is truncated: its index lists frames past the end of the file; "
-                    "re-copy or re-encode the file"
-                )
+            if not why and (last_pts is None or (short and last_pts + 1.5 * self._frame_dur < end)):
+                why = "its index lists frames past the end of the file"
+            if why:
+                logger.warning("%s is truncated: %s; playing the part that decodes (re-copy or re-encode the "
+                               "file for the rest)", self.path, why)
 
     def _index(self, pts: int) -> int:
         return round((pts - self._first_pts) / self._frame_dur)
@@ -243,6 +249,7 @@ class FileSource:
                         last_index,
                         n,
                     )
+                    self.end_reason = f"truncated: ended after frame {last_index} of the {n} its index lists"
                 return
             if emitted == 0 and start == 0:
                 raise SourceError(f"{self.path} decoded no frames; cannot loop it")
@@ -317,6 +324,10 @@ class FileSource:
         """Decoded frames in presentation order; a packet that fails to decode yields its exception."""
         try:
             for packet in container.demux(stream):
+                if packet.pos is not None and self._file_size and packet.pos + packet.size > self._file_size:
+                    # the index points past the end of the data: the file was cut here
+                    self.end_reason = f"truncated: {self.path} ends within frame data its index lists"
+                    return
                 try:
                     yield from packet.decode()
                 except av.FFmpegError as exc:

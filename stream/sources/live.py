@@ -136,7 +136,7 @@ class LiveSource:
             buffer=cfg.buffer,
             max_in_flight=cfg.max_in_flight,
             stall_timeout_s=cfg.stall_timeout_s,
-            backoff=Backoff(r.initial_s, r.max_s, r.jitter),
+            backoff=Backoff(r.initial_s, r.max_s, r.jitter, fast_s=r.fast_s, fast_for_s=r.fast_for_s),
             max_attempts=r.max_attempts,
             check=check,
             scrub=scrub,

@@ -211,6 +211,28 @@ def read_seqinfo(path: str | Path) -> SeqInfo:
     )
 
 
+def scores_in_unit_range(conf: np.ndarray, path: Path) -> np.ndarray:
+    """Detection confidences as scores in [0, 1], as the tracker needs them.
+
+    Published MOTChallenge detections are not probabilities: MOT17's DPM gives negative
+    and > 1 values, MOT15 files carry -1. Scores already in [0, 1] are kept as they are;
+    otherwise they are mapped linearly, (conf - min) / (max - min), which keeps their
+    order (all equal: 1.0), with one warning saying so. conf: (R,) float64; returns (R,).
+    """
+    if not conf.size or (conf.min() >= 0.0 and conf.max() <= 1.0):
+        return conf
+    lo, hi = float(conf.min()), float(conf.max())
+    if hi > lo:
+        mapped = (conf - lo) / (hi - lo)
+        how = f"mapped linearly to [0, 1] as (conf - {lo:g}) / ({hi:g} - {lo:g}), order kept"
+    else:
+        mapped = np.ones_like(conf)
+        how = "all equal, so every detection gets score 1.0"
+    log.warning("%s: detection confidences span [%g, %g], outside [0, 1]; %s (tracker thresholds "
+                "apply to the mapped scores)", path, lo, hi, how)
+    return mapped
+
+
 class MotSource:
     """Public detections of a MOTChallenge sequence as a ``Source`` (a file source: never drops).
 
@@ -225,7 +247,8 @@ class MotSource:
     Frames: one per MOT frame 1..frame_count (seqLength, else the last frame with a
     detection); pts = frame index from 0, time_base = 1/fps.
     extra: {"detections": (boxes (N,4) float32 XYXY pixels, scores (N,) float32,
-    class_ids (N,) int32), "mot_frame": the 1-based MOT frame number}.
+    class_ids (N,) int32), "mot_frame": the 1-based MOT frame number}. Confidences
+    outside [0, 1] (MOT15, MOT17 DPM) are mapped to [0, 1] (``scores_in_unit_range``).
     """
 
     def __init__(
@@ -252,6 +275,7 @@ class MotSource:
         self._image_dir: Path | None = None
         self._im_ext = ".jpg"
         self._blank: np.ndarray | None = None
+        self._scores = np.zeros(0, np.float64)
 
     def open(self) -> SourceInfo:
         seq = SeqInfo()
@@ -266,6 +290,7 @@ class MotSource:
             self._im_ext = seq.im_ext
         table = read_mot(self.det_path)
         self._table = table
+        self._scores = scores_in_unit_range(table.conf, self.det_path)
         self._slices = table.frame_slices()
         frame_count = seq.length or table.last_frame
         if frame_count == 0:
@@ -325,7 +350,7 @@ class MotSource:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
         tlwh = self._table.tlwh[sl]
         boxes = np.concatenate([tlwh[:, :2], tlwh[:, :2] + tlwh[:, 2:]], axis=1).astype(np.float32)
-        scores = self._table.conf[sl].astype(np.float32)
+        scores = self._scores[sl].astype(np.float32)
         return boxes, scores, np.full(len(boxes), self.class_id, np.int32)
 
     def frames(self, start: int = 0) -> Iterator[SourceFrame]:

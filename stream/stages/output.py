@@ -1,11 +1,12 @@
 """The last stage of every pipeline: runs the configured sinks and keeps, per
-source, what arrived (seq ranges, order, end-to-end and per-hop latency) for
+source, what arrived (a count, the latest seq ranges, order, end-to-end and per-hop latency) for
 the run summary."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from stream.config import Config
 from stream.messages import EndOfStream, Frame, Reset, SourceReport
 from stream.sinks import MAX_CONSECUTIVE_FAILURES, Sink
 from stream.stage import LatencyWindow, StageBase
+from stream.summary import RECENT_KEPT
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,8 @@ log = logging.getLogger(__name__)
 class _SourceStats:
     frames: int = -1
     received: int = 0
-    ranges: list[list[int]] = field(default_factory=list)
+    ranges: deque[list[int]] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))
+    ranges_from: int = 0  # the ranges are complete for seqs from here (older ones forgotten)
     last_seq: int = -1
     out_of_order: int = 0
     latency: LatencyWindow = field(default_factory=lambda: LatencyWindow(100_000))
@@ -51,6 +54,8 @@ class OutputStage(StageBase):
         elif st.ranges and st.ranges[-1][1] == seq - 1:
             st.ranges[-1][1] = seq
         else:
+            if len(st.ranges) == st.ranges.maxlen:
+                st.ranges_from = st.ranges[0][1] + 1
             st.ranges.append([seq, seq])
         st.last_seq = max(st.last_seq, seq)
         st.received += 1
@@ -103,6 +108,17 @@ class OutputStage(StageBase):
                     except Exception as exc:  # noqa: BLE001
                         log.error("source=%s sink %s failed to reset: %s", msg.source, sink.name, exc)
 
+    def source_states(self, states: dict[str, str]) -> None:
+        """The supervisor's capture state per source (connecting/streaming/stalled/failed/done),
+        passed to every sink that shows it (``source_states``)."""
+        for sink in self.sinks:
+            show = getattr(sink, "source_states", None)
+            if show is not None:
+                try:
+                    show(states)
+                except Exception as exc:  # noqa: BLE001
+                    log.error("sink %s failed to take the source states: %s", sink.name, exc)
+
     def end_source(self, source: str) -> None:
         for sink in self.sinks:
             try:
@@ -123,7 +139,7 @@ class OutputStage(StageBase):
                 source=src, frames=st.frames if st.frames >= 0 else st.last_seq + 1, received=st.received,
                 received_ranges=tuple((a, b) for a, b in st.ranges), out_of_order=st.out_of_order,
                 latency_ms=st.latency.quantiles(), hop_ms={k: w.quantiles() for k, w in st.hops.items()},
-                first_ns=st.first_ns, last_ns=st.last_ns,
+                first_ns=st.first_ns, last_ns=st.last_ns, ranges_from=st.ranges_from,
             )
             for src, st in self._stats.items()
         )

@@ -224,5 +224,11 @@ def build(config: Config) -> SegmentStage:
     model = build_sam(p.model, ckpt, random_seed=p.random_seed if ckpt is None else None, device=p.device)
     if ckpt is None:
         log.warning("segment: RANDOM WEIGHTS (SAM %s, seed %d): masks are not segmentations", p.model, p.random_seed)
-    live = frozenset(s.id for s in config.sources if s.live)
-    return SegmentStage(SamSegmenter(model), p, random_weights=ckpt is None, live_sources=live)
+    return stage_for(config, SamSegmenter(model), random_weights=ckpt is None)
+
+
+def stage_for(config: Config, segmenter: object, *, random_weights: bool) -> SegmentStage:
+    """The stage for ``config`` around a ready segmenter: SAM runs beside the stream for every
+    live source (``SourceConfig.is_live``) when ``async_keyframes`` is 'auto'."""
+    live = frozenset(s.id for s in config.sources if s.is_live)
+    return SegmentStage(segmenter, params(config), random_weights=random_weights, live_sources=live)

@@ -100,3 +100,21 @@ def test_mot_public_detections_are_tracked_without_a_detector(tmp_path):
     records = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
     assert len(records) == 30
     assert np.mean([x["objects"] for x in records[2:]]) == pytest.approx(3, abs=0.2)
+
+
+def test_bench_detect_times_the_pipelines_own_cached_artifact(tmp_path, artifact_cache):
+    """After the pipeline run above built its artifact (320 px, seed 2, CPU), the benchmark
+    loads that same file from the cache instead of exporting its own."""
+    artifacts = artifact_cache / "artifacts"
+    if not any(artifacts.glob("*")):
+        pytest.skip("needs the artifact of test_random_weights_run_detect_and_track_and_mark_every_output")
+    before = {p.name: p.stat().st_mtime_ns for p in artifacts.iterdir()}
+    r = run_stream(
+        "bench", "detect", "--size", "320", "--seed", "2", "--device", "cpu", "--batch-sizes", "1",
+        "--iters", "1", "--warmup", "0", "--frame-width", "320", "--frame-height", "240", "--json",
+        env={"STREAM_CACHE": str(artifact_cache)}, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {p.name: p.stat().st_mtime_ns for p in artifacts.iterdir()} == before  # nothing exported
+    assert "loaded yolo_nas_s from the cache" in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["artifact_load_s"] < 30

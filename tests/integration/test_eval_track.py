@@ -142,3 +142,28 @@ def test_missing_ground_truth_is_reported(tmp_path: Path) -> None:
     )
     assert proc.returncode == 3
     assert "nope.txt" in proc.stderr and "not found" in proc.stderr
+
+
+@pytest.mark.parametrize("style", ["mot17-dpm", "mot15"])
+def test_published_confidences_outside_0_1_are_mapped_and_scored(tud_gt: Path, tmp_path: Path, style: str) -> None:
+    # MOT17 DPM det.txt confidences are raw SVM margins (negative and > 1); MOT15 files carry -1.
+    det = tmp_path / "det.txt"
+    make_noisy_detections(tud_gt, det, seed=0)
+    rows = [line.split(",") for line in det.read_text().splitlines()]
+    for r in rows:
+        r[6] = f"{float(r[6]) * 5 - 2:.3f}" if style == "mot17-dpm" else "-1"
+    det.write_text("".join(",".join(r) + "\n" for r in rows))
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "--log-level", "warning", "eval", "track", "--json",
+         "--gt", str(tud_gt), "--det", str(det)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    # one warning that says how the scores were mapped
+    assert proc.stderr.count("outside [0, 1]") == 1, proc.stderr
+    assert ("mapped linearly" if style == "mot17-dpm" else "score 1.0") in proc.stderr
+    if style == "mot17-dpm":  # a linear map keeps the order: the tracker does as well as on [0, 1] scores
+        assert metrics["MOTA"] >= MIN_MOTA and metrics["IDF1"] >= MIN_IDF1, metrics
+    else:  # every box counts as confident, false positives included
+        assert metrics["MOTA"] > 0.5, metrics

@@ -152,6 +152,8 @@ def test_rtsp_over_tcp_and_udp_flows_and_the_password_never_shows(tmp_path, rtsp
     processes = [psutil.Process(run.proc.pid), *psutil.Process(run.proc.pid).children(recursive=True)]
     cmdlines = [" ".join(p.cmdline()) for p in processes]
     assert sum("stream.worker" in c for c in cmdlines) == 5  # 3 captures, passthrough, output
+    for p in processes[1:]:  # the workers get the config on stdin: CAM_PASSWORD is not in their environment
+        assert SECRET.encode() not in Path(f"/proc/{p.pid}/environ").read_bytes(), p.cmdline()
     run.stop()
     assert run.proc.returncode == 0, run.err[-3000:]
     everything = "\n".join(
@@ -275,6 +277,7 @@ def test_failing_sources_retry_without_blocking_while_the_others_flow(
             {"id": "usb", "type": "webcam", "device": str(tmp_path / "video9")},
             {"id": "tv", "type": "http", "url": corrupt_http, "fps": 25},
         ],
+        sinks={"live": {"port": (live_port := free_port())}},
     )
     runs.append(run)
     run.wait_state("syn", ("streaming",))
@@ -285,7 +288,21 @@ def test_failing_sources_retry_without_blocking_while_the_others_flow(
     health = run.health()
     assert health["sources"]["hung"] in ("connecting", "failed")
     assert health["sources"]["usb"] in ("connecting", "failed")
-    assert all(st["up"] for st in health["stages"].values()) and health["status"] == "ok"
+    assert all(st["up"] for st in health["stages"].values()) and health["status"] == "degraded"
+    assert health["failing"]["source:usb"] in ("failed", "stalled") or "source:hung" in health["failing"]
+
+    # the live view is told the supervisor's capture states (its tiles show them)
+    def live_states() -> dict[str, Any] | None:
+        got = get_json(f"http://127.0.0.1:{live_port}/api/sources") or {}
+        by_id = {s["id"]: s["state"] for s in got.get("sources", [])}
+        down = ("connecting", "failed")
+        return (
+            by_id
+            if by_id.get("syn") == "streaming" and by_id.get("hung") in down and by_id.get("usb") in down
+            else None
+        )
+
+    wait_for(live_states, 15, "the capture states in the live view's /api/sources")
     took = run.stop(signal.SIGTERM)
     assert run.proc.returncode == 0, run.err[-3000:]
     assert took < 8.0  # a capture blocked in a connect still stops promptly

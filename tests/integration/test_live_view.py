@@ -240,11 +240,14 @@ def test_page_shows_moving_pictures_and_live_objects(
     assert first.shape[0] > 100 and first.shape[1] > 100
     _wait(lambda: np.abs(_png(img.screenshot_as_png) - first).mean() > 1.0, 5, "the picture to change")
 
-    # the object list shows each source's tracks with class and score, and keeps updating
+    # the camera page's object list shows the source's tracks with class and score, and keeps updating
+    browser.get(sink.url + "#cam=cam-a")
     _wait(lambda: set(_track_rows(browser, "cam-a")) == {"7", "42"}, 10, "tracks 7 and 42 in cam-a's table")
     rows = _track_rows(browser, "cam-a")
     assert rows["7"][1:3] == ["person", "0.91"] and rows["42"][1:3] == ["car", "0.78"]
+    browser.get(sink.url + "#cam=cam_b")
     _wait(lambda: set(_track_rows(browser, "cam_b")) == {"3"}, 10, "track 3 in cam_b's table")
+    browser.get(sink.url + "#cam=cam-a")
     ages: set[str] = set()
 
     def seen_ages() -> int:
@@ -256,6 +259,13 @@ def test_page_shows_moving_pictures_and_live_objects(
     _wait(lambda: _text(browser, "cam-a", ".seq") != seq_text, 5, "the seq in the status line to advance")
 
     # the status line: RANDOM WEIGHTS only where the frames say so, and a measured fps
+    browser.get(sink.url)
+    _wait(lambda: _image_loaded(browser, "cam_b"), 10, "the wall again")
+    _wait(
+        lambda: _card(browser, "cam-a").find_element(By.CSS_SELECTOR, ".badge.random").is_displayed(),
+        10,
+        "cam-a's RANDOM WEIGHTS badge",
+    )
     assert _card(browser, "cam-a").find_element(By.CSS_SELECTOR, ".badge.random").is_displayed()
     assert not _card(browser, "cam_b").find_element(By.CSS_SELECTOR, ".badge.random").is_displayed()
     _wait(
@@ -275,7 +285,15 @@ def test_token_is_required_when_set_and_passed_on_by_the_page(
     caplog.set_level(logging.DEBUG, logger="stream")
     sink = live(token=TOKEN)
     base = sink.url
-    for path in ("", "api/sources", "events", "stream/cam-a.mjpg", f"api/sources?token={TOKEN[:-1]}x"):
+    for path in (
+        "",
+        "api/sources",
+        "events",
+        "stream/cam-a.mjpg",
+        "wall",
+        "api/recordings",
+        f"api/sources?token={TOKEN[:-1]}x",
+    ):
         status, headers, _ = _get(base + path)
         assert status == 401, path
         assert headers.get("WWW-Authenticate", "").startswith("Bearer")
@@ -287,6 +305,7 @@ def test_token_is_required_when_set_and_passed_on_by_the_page(
     # the page opened with ?token= passes it on to its picture and event requests
     browser.get(f"{base}?token={TOKEN}")
     assert _wait(lambda: _image_loaded(browser, "cam-a"), 10, "the picture with a token") == W
+    browser.get(f"{base}?token={TOKEN}#cam=cam-a")
     _wait(lambda: "7" in _track_rows(browser, "cam-a"), 10, "the object list with a token")
     assert not any(TOKEN in r.getMessage() for r in caplog.records if r.name.startswith("stream"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import pickle
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from stream.errors import ModelError, UnsafeCheckpointError, WeightsError
-from stream.models.checkpoint import load_state_dict, sha256_file
+from stream.models.checkpoint import check_state_shapes, load_state_dict, read_checkpoint, sha256_file
 
 
 def _small_state_dict() -> dict[str, torch.Tensor]:
@@ -20,8 +21,8 @@ def _small_state_dict() -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert list(a) == list(b)
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *, ordered: bool = True) -> None:
+    assert list(a) == list(b) if ordered else sorted(a) == sorted(b)  # safetensors stores keys sorted
     for key in a:
         assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
 
@@ -121,3 +122,76 @@ def test_sha256_file(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- safetensors, prefixes, class names
+
+
+def _save_safetensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("prefix", ["", "net.", "net.module.", "ema_model.", "ema_model.module.", "module."])
+def test_safetensors_with_super_gradients_prefixes_round_trip(tmp_path: Path, prefix: str) -> None:
+    sd = _small_state_dict()
+    path = tmp_path / "m.safetensors"
+    _save_safetensors(path, {prefix + k: v for k, v in sd.items()})
+    _assert_same(load_state_dict(path), sd, ordered=False)
+
+
+def test_flattened_file_with_net_and_ema_prefers_ema(tmp_path: Path) -> None:
+    sd = _small_state_dict()
+    other = {k: torch.zeros_like(v) for k, v in sd.items()}
+    path = tmp_path / "both.safetensors"
+    _save_safetensors(
+        path, {**{f"net.{k}": v for k, v in other.items()}, **{f"ema_net.{k}": v for k, v in sd.items()}}
+    )
+    _assert_same(load_state_dict(path), sd, ordered=False)
+
+
+def test_safetensors_is_told_by_content_not_suffix(tmp_path: Path) -> None:
+    sd = _small_state_dict()
+    path = tmp_path / "downloaded.bin"
+    _save_safetensors(path, sd)
+    ckpt = read_checkpoint(path)
+    assert ckpt.format == "safetensors"
+    _assert_same(ckpt.state, sd, ordered=False)
+
+
+def test_class_names_from_safetensors_metadata_and_pth_processing_params(tmp_path: Path) -> None:
+    sd = _small_state_dict()
+    st = tmp_path / "m.safetensors"
+    _save_safetensors(st, sd, {"class_names": json.dumps(["cat", "dog"])})
+    assert read_checkpoint(st).class_names == ("cat", "dog")
+    _save_safetensors(st, sd, {"format": "pt"})
+    assert read_checkpoint(st).class_names is None
+
+    pth = tmp_path / "m.pth"  # what super-gradients' trainer writes (plain containers: weights_only reads it)
+    torch.save({"net": sd, "processing_params": {"class_names": ["a", "b"], "iou": 0.7}}, pth)
+    assert read_checkpoint(pth).class_names == ("a", "b")
+
+
+def test_truncated_safetensors_is_a_model_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    _save_safetensors(path, _small_state_dict())
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ModelError, match=r"m\.safetensors.*not a safetensors file"):
+        load_state_dict(path)
+
+
+def test_shape_check_names_key_expected_and_got_in_one_line() -> None:
+    want = {"a.weight": torch.zeros(4, 3), "a.bias": torch.zeros(4), "b.weight": torch.zeros(2, 4)}
+    check_state_shapes(want, dict(want), arch="tiny", source="f.pth")  # all fit: no error
+    with pytest.raises(ModelError) as info:
+        check_state_shapes(want, {**want, "a.weight": torch.zeros(5, 3)}, arch="tiny", source="f.pth")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "a.weight expected (4, 3), got (5, 3)" in message and "f.pth" in message
+    with pytest.raises(ModelError, match=r"1 missing keys \(e\.g\. b\.weight\)"):
+        check_state_shapes(want, {k: v for k, v in want.items() if k != "b.weight"}, arch="tiny", source="f")
+    with pytest.raises(ModelError, match=r"1 unexpected keys \(e\.g\. extra\)"):
+        check_state_shapes(want, {**want, "extra": torch.zeros(1)}, arch="tiny", source="f")

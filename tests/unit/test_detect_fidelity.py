@@ -245,6 +245,7 @@ def test_fine_tuned_checkpoint_brings_its_class_count(
     del state["heads.head2.reg_pred.bias"], state["neck.neck1.conv.conv.weight"]
     torch.save(state, path)
     with pytest.raises(
-        ModelError, match=r"does not match yolo_nas_s: 2 missing \(e\.g\. neck\.neck1\.conv\.conv\.weight"
+        ModelError,
+        match=r"does not fit yolo_nas_s \(\d+ tensors\): 2 missing keys \(e\.g\. neck\.neck1\.conv\.conv\.weight",
     ):
         build_yolo_nas("yolo_nas_s", checkpoint=path)

@@ -215,18 +215,51 @@ def test_backoff_is_capped_exponential_with_jitter():
     assert b.next() <= 0.5
 
 
-def test_in_flight_credit_limits_frames_out_and_expires_lost_ones():
+@pytest.fixture
+def ring(tmp_path):
+    from stream.transport import FrameRing
+
+    r = FrameRing.create(tmp_path / "x-cam.ring", slots=8, slot_bytes=4 * 4 * 3)
+    yield r
+    r.unlink()
+
+
+def test_in_flight_credit_counts_frames_until_released_however_long_they_take(ring):
     now = [0.0]
-    credit = InFlight(2, clock=lambda: now[0])
-    credit.sent(0)
-    credit.sent(1)
-    assert not credit.has_room(released_seq=-1)
-    now[0] = 0.05
-    assert credit.has_room(released_seq=0)  # frame 0 came back
-    credit.sent(2)
-    assert not credit.has_room(released_seq=0)
-    now[0] = 0.05 + credit.timeout_s() + 0.01  # frames 1 and 2 never come back (filtered, crashed stage)
-    assert credit.has_room(released_seq=0) and credit.expired == 2
+    credit = InFlight(2, clock=lambda: now[0], last_resort_s=30.0)
+    img = np.zeros((4, 4, 3), np.uint8)
+    refs = [ring.write(s, img) for s in range(4)]
+    credit.sent(0, refs[0], ring)
+    credit.sent(1, refs[1], ring)
+    assert not credit.has_room(ring)
+    ring.release(refs[1])  # dropped by a middle stage: its credit comes back too
+    assert credit.has_room(ring)
+    credit.sent(2, refs[2], ring)
+    now[0] = 20.0  # a stalled stage holds frames 0 and 2: the source waits, it does not send more
+    assert not credit.has_room(ring) and credit.expired == 0
+    ring.release(refs[0])
+    assert credit.has_room(ring)
+
+
+def test_in_flight_forgets_frames_only_after_a_crash_or_the_last_resort(ring):
+    now = [0.0]
+    credit = InFlight(2, clock=lambda: now[0], last_resort_s=30.0)
+    img = np.zeros((4, 4, 3), np.uint8)
+    refs = [ring.write(s, img) for s in range(4)]
+    credit.sent(0, refs[0], ring)
+    credit.sent(1, refs[1], ring)
+    assert not credit.has_room(ring)
+    ring.bump_epoch()  # the supervisor saw a process crash: frames it held are never released
+    now[0] = 0.5
+    assert not credit.has_room(ring)  # frames downstream of the crash get time to come back
+    now[0] = 0.5 + credit.timeout_s() + 0.01
+    assert credit.has_room(ring) and credit.expired == 2
+    credit.sent(2, refs[2], ring)  # sent after the crash: only the last resort forgets it
+    credit.sent(3, refs[3], ring)
+    now[0] += 29.0
+    assert not credit.has_room(ring)
+    now[0] += 2.0
+    assert credit.has_room(ring) and credit.expired == 4
 
 
 def test_url_secrets_are_masked_and_scrubbed_in_every_form():
@@ -375,3 +408,31 @@ def test_a_video_file_can_stand_in_for_a_webcam(tmp_path):
         src.close()
     assert [f.image.shape for f in frames] == [(60, 80, 3)] * 5  # 160x120 downscaled to the asked size
     assert [round(f.pts * 25 / 90000) for f in frames] == [0, 1, 2, 3, 4]
+
+
+def test_backoff_retries_fast_in_the_first_seconds_then_backs_off_and_never_overflows():
+    now = [0.0]
+    b = Backoff(0.25, 2.0, jitter=0.0, fast_s=0.5, fast_for_s=30.0, clock=lambda: now[0])
+    waits = []
+    while now[0] < 40.0:  # an outage of 40 s; each failed attempt is instant (connection refused)
+        waits.append((now[0], b.next()))
+        now[0] += waits[-1][1]
+    early = [w for t, w in waits if t < 30.0]
+    late = [w for t, w in waits if t >= 30.0]
+    assert early[:2] == [0.25, 0.5] and max(early) == 0.5  # a server back at 10 s is seen within 0.5 s
+    assert late and all(w == 2.0 for w in late)  # a long outage backs off to max_s
+    for _ in range(5000):  # weeks of retries: the exponent must not overflow a float
+        b.next()
+    assert b.next() == 2.0
+    b.reset()
+    assert b.next() == 0.25
+
+
+def test_reconnect_config_reaches_the_backoff():
+    from stream.config import SourceConfig
+    from stream.sources.live import LiveSource
+
+    cfg = SourceConfig.model_validate({"id": "cam", "type": "rtsp", "url": "rtsp://h/x",
+                                       "reconnect": {"fast_s": 0.3, "fast_for_s": 12}})
+    src = LiveSource.from_config(cfg, lambda stall_s: None, label="cam")  # type: ignore[arg-type,return-value]
+    assert (src._backoff.fast_s, src._backoff.fast_for_s) == (0.3, 12)

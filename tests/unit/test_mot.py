@@ -161,3 +161,23 @@ def test_bad_seqinfo_names_the_key(tmp_path: Path) -> None:
     ini = write(tmp_path / "seqinfo.ini", "[Sequence]\nframeRate=fast\n")
     with pytest.raises(SourceError, match="frameRate='fast'"):
         read_seqinfo(ini)
+
+
+def test_confidences_outside_0_1_are_mapped_to_scores_in_order(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    dpm = "1,-1,10,20,30,60,-0.5,-1,-1,-1\n1,-1,200,100,25,50,2.5,-1,-1,-1\n2,-1,100,50,20,40,1.0,-1,-1,-1\n"
+    source = MotSource(write(tmp_path / "dpm" / "det.txt", dpm))
+    with caplog.at_level("WARNING"):
+        source.open()
+    first, second = (source.detections(f)[1] for f in (1, 2))
+    np.testing.assert_allclose(first, [0.0, 1.0])
+    np.testing.assert_allclose(second, [0.5])
+    assert len([r for r in caplog.records if "outside [0, 1]" in r.getMessage()]) == 1
+    assert "(conf - -0.5) / (2.5 - -0.5)" in caplog.text
+
+    mot15 = MotSource(write(tmp_path / "mot15" / "det.txt", "1,-1,10,20,30,60,-1,-1,-1,-1\n"))
+    mot15.open()
+    np.testing.assert_allclose(mot15.detections(1)[1], [1.0])
+
+    plain = MotSource(write(tmp_path / "plain" / "det.txt", MOT17_DET))
+    plain.open()
+    np.testing.assert_allclose(plain.detections(1)[1], [0.75, 0.3])  # already scores: untouched

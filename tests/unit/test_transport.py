@@ -34,12 +34,28 @@ def test_an_overwritten_slot_is_detected_never_read_as_valid(ring):
 
 
 def test_backpressure_accounting(ring):
+    img = np.zeros((16, 16, 3), np.uint8)
     assert all(ring.slot_free(s) for s in range(ring.slots))
-    assert not ring.slot_free(ring.slots)  # would overwrite seq 0, not yet released
-    ring.release(0)
-    assert ring.slot_free(ring.slots)
-    ring.release(-5)  # release never goes backwards
-    assert ring.released_seq == 0
+    refs = [ring.write(s, img) for s in range(ring.slots)]
+    assert not any(ring.slot_free(ring.slots + s) for s in range(ring.slots))  # all still in the pipeline
+    ring.release(refs[2])  # released out of order (dropped by a middle stage): only its slot frees
+    assert [ring.slot_free(ring.slots + s) for s in range(ring.slots)] == [False, False, True, False]
+    assert ring.released(refs[2]) and not ring.released(refs[1])
+    assert ring.released_seq == 2
+    before = ring.releases
+    ring.release(refs[2])  # twice is once
+    assert ring.releases == before
+    new = ring.write(ring.slots + 2, img)
+    ring.release(refs[2])  # a late release of the old frame leaves the new one alone
+    assert not ring.slot_free(ring.slots + 2) and not ring.released(new) and ring.released(refs[2])
+
+
+def test_the_epoch_is_shared_by_every_process_mapping_the_ring(ring, tmp_path):
+    other = FrameRing.attach(tmp_path / "r.ring")
+    assert ring.epoch == 0
+    other.bump_epoch()
+    assert ring.epoch == 1
+    other.close()
 
 
 def test_oversized_frame_is_refused_with_sizes(ring):

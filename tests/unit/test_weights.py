@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from stream.cli import main
 from stream.errors import WeightsError
@@ -30,10 +32,25 @@ from stream.models.weights import (
     verify,
     weights_path,
 )
+from stream.models.yolo_nas import HEAD_CLS_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = os.urandom(300_000)  # random bytes: any off-by-one in resume changes the hash
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def _head_checkpoint(width: int = 64, classes: int = 80) -> bytes:
+    """A .pth whose head says yolo_nas_s (64 wide): enough for pull's check of what arrived."""
+    buf = io.BytesIO()
+    torch.save(
+        {HEAD_CLS_KEY: torch.randn(classes, width, 1, 1), "heads.head1.cls_pred.bias": torch.randn(classes)},
+        buf,
+    )
+    return buf.getvalue()
+
+
+CKPT = _head_checkpoint()
+CKPT_SHA = hashlib.sha256(CKPT).hexdigest()
 
 
 @dataclass
@@ -188,30 +205,47 @@ def test_pull_without_published_hash_records_it_on_first_use(
     server: tuple[str, ServerState], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url, state = server
+    state.payload = CKPT
     spec = get_spec("yolo_nas_s")
     assert spec.sha256 is None
     with caplog.at_level(logging.INFO, logger="stream.models.weights"):
         path = pull(spec, tmp_path, progress=False, timeout_s=10, urls=[url])
     assert path == tmp_path / "weights" / "yolo_nas_s_coco.pth"
-    assert sidecar_path(path).read_text().split()[0] == PAYLOAD_SHA
+    assert sidecar_path(path).read_text().split()[0] == CKPT_SHA
     assert "trusted on first use" in caplog.text and "NON-COMMERCIAL" in caplog.text
     assert verify(spec, tmp_path).status == "ok"
 
     # A later download must match the recorded hash.
-    state.payload = PAYLOAD[::-1]
+    state.payload = _head_checkpoint()
     with pytest.raises(WeightsError, match="trust-on-first-use record"):
         pull(spec, tmp_path, force=True, progress=False, timeout_s=10, urls=[url])
-    assert path.read_bytes() == PAYLOAD  # the good file was not replaced
+    assert path.read_bytes() == CKPT  # the good file was not replaced
+
+
+def test_pull_refuses_a_page_that_is_not_the_checkpoint(
+    server: tuple[str, ServerState], tmp_path: Path
+) -> None:
+    url, state = server
+    state.payload = b"<html><body>Access Denied</body></html>\n"  # what a proxy or a bucket sends with 200
+    with pytest.raises(DownloadError, match=r"not the yolo_nas_s checkpoint.*not a PyTorch checkpoint"):
+        pull(get_spec("yolo_nas_s"), tmp_path, progress=False, timeout_s=10, urls=[url])
+    assert _files(tmp_path) == []  # nothing trusted, no sidecar
+
+    state.payload = _head_checkpoint(width=96)  # a real checkpoint, of yolo_nas_m
+    with pytest.raises(DownloadError, match="holds yolo_nas_m, not yolo_nas_s"):
+        pull(get_spec("yolo_nas_s"), tmp_path, progress=False, timeout_s=10, urls=[url])
+    assert _files(tmp_path) == []
 
 
 def test_pull_tries_the_next_url_when_one_is_unreachable(
     server: tuple[str, ServerState], tmp_path: Path
 ) -> None:
-    url, _ = server
-    spec = replace(get_spec("sam_vit_b"), sha256=PAYLOAD_SHA)  # the registry accepts any WeightSpec
+    url, state = server
+    state.payload = CKPT
+    spec = replace(get_spec("yolo_nas_s"), sha256=CKPT_SHA)  # the registry accepts any WeightSpec
     dead = f"http://127.0.0.1:{_closed_port()}/w.pth"
     path = pull(spec, tmp_path, progress=False, timeout_s=5, urls=[dead, url])
-    assert path.read_bytes() == PAYLOAD
+    assert path.read_bytes() == CKPT
     assert not sidecar_path(path).exists()  # a published hash needs no record
 
 
@@ -221,12 +255,14 @@ def test_cli_pull_then_verify_detects_a_modified_file(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url, _ = server
+    url, state = server
+    state.payload = _head_checkpoint(width=96)
     monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
     assert main(["weights", "pull", "yolo_nas_m", "--url", url, "--no-progress"]) == 0
-    assert main(["weights", "verify"]) == 0
     path = tmp_path / "weights" / "yolo_nas_m_coco.pth"
-    path.write_bytes(PAYLOAD[:-1] + b"\0")
+    damaged = bytearray(state.payload)
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
     capsys.readouterr()
     assert main(["weights", "verify", "yolo_nas_m"]) == 1
     assert f"MISMATCH  yolo_nas_m: {path}" in capsys.readouterr().out
@@ -280,3 +316,68 @@ def test_registry_entries_are_well_formed() -> None:
         assert ("NON-COMMERCIAL" in spec.license) == (spec.family == "yolo_nas")
     with pytest.raises(WeightsError, match="known: "):
         get_spec("yolo_nas_xl")
+
+
+def test_verify_fails_for_a_file_that_is_not_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a captive portal or a dead bucket leaves behind when saved as the checkpoint.
+    page = b"<html><body>403 Forbidden!</body></html>\n"
+    assert len(page) == 41
+    path = tmp_path / "weights" / "yolo_nas_s_coco.pth"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(page)
+    monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
+    assert main(["weights", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"INVALID   yolo_nas_s: {path}" in out and "not a PyTorch checkpoint" in out
+    # with a trust-on-first-use record that matches, it is still refused
+    sidecar_path(path).write_text(f"{hashlib.sha256(page).hexdigest()}  {path.name}\n")
+    assert main(["weights", "verify", "yolo_nas_s"]) == 1
+    assert "INVALID" in capsys.readouterr().out
+
+
+def test_check_names_every_missing_weight_file_and_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.data import demo_clip_path
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"sources: [{{id: s, type: file, path: {demo_clip_path()}}}]\n"
+        "pipeline: [detect, track, segment]\n"
+        "segment: {model: vit_l}\n"
+    )
+    monkeypatch.setenv("STREAM_CACHE", str(tmp_path / "cache"))
+    assert main(["check", str(config)]) == WeightsError.exit_code
+    out = capsys.readouterr()
+    weights = tmp_path / "cache" / "weights"
+    yolo = f"{weights / 'yolo-nas-s.safetensors'} or {weights / 'yolo_nas_s_coco.pth'}"
+    assert f"weights detect.weights=yolo_nas_s: not in the cache ({yolo})" in out.out
+    assert (
+        f"weights segment.weights=sam_vit_l: not in the cache ({weights / 'sam_vit_l_0b3195.pth'})" in out.out
+    )
+    assert "fetch them with: stream weights pull yolo_nas_s sam_vit_l" in out.out
+    assert "source s: file 768x576" in out.out  # the sources are still checked
+    assert "2 weight file(s) missing" in out.err and "config ok" not in out.out
+    # --random-weights needs none
+    assert main(["check", str(config), "--random-weights"]) == 0
+    assert "config ok" in capsys.readouterr().out
+
+
+def test_pull_without_names_means_what_the_demo_config_needs(tmp_path: Path) -> None:
+    import argparse
+
+    from stream.commands.weights import DEMO_CONFIG, _default_names, needed_weights
+    from stream.config import load_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("sources: [{id: s, type: synthetic}]\npipeline: [detect, track, segment]\n")
+    loaded = load_config(config, [f"cache_dir={tmp_path}"], env={})
+    assert [(n.key, n.value, n.present) for n in needed_weights(loaded)] == [
+        ("detect.weights", "yolo_nas_s", False),
+        ("segment.weights", "sam_vit_b", False),
+    ]
+    demo = load_config(DEMO_CONFIG, [f"cache_dir={tmp_path}"], env={})
+    wanted = [n.value for n in needed_weights(demo) if n.official]
+    assert wanted and _default_names(argparse.Namespace(config=None), tmp_path) == wanted
