@@ -5,7 +5,8 @@
 # Mosquitto, the real MQTT broker the mqtt sink tests start on a free loopback port (its
 # system service is not used), and openssl for the TLS test's self-signed certificate;
 # Prometheus (and promtool), the real server that tests/deploy evaluates the Grafana
-# dashboard's queries on and checks deploy/compose/prometheus.yml with.
+# dashboard's queries on and checks deploy/compose/prometheus.yml with;
+# iproute2 (ip netns, ss) for the cross-host test and bench (two hosts as network namespaces).
 # Idempotent; uses sudo only when not root. Usage: scripts/system-deps.sh
 set -euo pipefail
 
@@ -23,6 +24,7 @@ PACKAGES=(
   gstreamer1.0-tools
   mosquitto
   openssl
+  iproute2
   prometheus
 )
 

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -53,7 +54,7 @@ from stream.messages import (
 from stream.sources.base import Source, SourceFrame
 from stream.sources.live import LiveSource, LiveStatus
 from stream.stage import Counters, Heartbeater, StopFlag
-from stream.transport import FrameRing, open_socket, send_parts
+from stream.transport import Curve, FrameRing, open_socket, send_parts
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ class CaptureSpec:
     heartbeat_interval_s: float = 1.0
     lost_grace_s: float = 2.0  # see CaptureRunner._wait_slot
     random_weights: bool = False
+    output_curve: dict[str, Any] | None = None  # transport.curve: the run's own keys
+    control_curve: dict[str, Any] | None = None
 
 
 class CaptureRunner:
@@ -149,10 +152,10 @@ class CaptureRunner:
     def run(self) -> int:
         spec = self.spec
         self._hbctx = zmq.Context()  # see StageRunner: heartbeats go on while queued frames drain
-        self.hb = Heartbeater(open_socket(self._hbctx, spec.heartbeat, hwm=100), f"capture:{spec.source_id}",
-                              self.counters, spec.heartbeat_interval_s)
+        hb_sock = open_socket(self._hbctx, spec.heartbeat, hwm=100, curve=Curve.from_spec(spec.control_curve))
+        self.hb = Heartbeater(hb_sock, f"capture:{spec.source_id}", self.counters, spec.heartbeat_interval_s)
         self.hb.start()
-        out = open_socket(self._zctx, spec.output, hwm=spec.hwm)
+        out = open_socket(self._zctx, spec.output, hwm=spec.hwm, curve=Curve.from_spec(spec.output_curve))
         self.out = out
         ring = FrameRing.attach(Path(spec.ring_path))
         seq = ring.next_seq

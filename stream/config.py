@@ -171,13 +171,54 @@ class SourceConfig(_Model):
 
 class TransportConfig(_Model):
     """pixels: 'shm' (one host: a ring per source) or 'inline' (pixels in the
-    message; needed between hosts). endpoints: 'ipc' (one host) or 'tcp'."""
+    message; needed between hosts). endpoints: 'ipc' (one host; the sockets are files
+    only this user can open) or 'tcp' (any local process can connect to a port).
+    curve: with tcp endpoints, every stage, heartbeat and control socket of the run is
+    CURVE-authenticated with keys made for the run, so a process outside the run cannot
+    send to a stage. (The hop between hosts has its own keys: ``split``.)"""
 
     pixels: Literal["shm", "inline"] = "shm"
     endpoints: Literal["ipc", "tcp"] = "ipc"
     tcp_host: str = "127.0.0.1"
     tcp_base_port: int = Field(0, ge=0, le=65000)
     hwm: int = Field(4, ge=1, le=10000)
+    curve: bool = False
+
+
+class SplitConfig(_Model):
+    """Run the pipeline on two hosts (docs/crosshost.md). The upstream host runs the
+    captures and the stages up to and including ``after``; the downstream host runs the
+    rest and the output. The same file serves both: ``stream run CONFIG --part upstream``
+    on one host, ``--part downstream`` on the other.
+
+    address: tcp://HOST:PORT the upstream host connects to; bind: what the downstream
+    host binds (default: address; e.g. tcp://0.0.0.0:5700). pixels: how the pixels cross
+    the hop: raw (H×W×3 bytes) or jpeg (at jpeg_quality). linger_s: how long the
+    upstream's last stage waits, at the end, to hand its queued frames to the peer.
+    CURVE (keys from ``stream keys gen``), required unless allow_plaintext: the downstream
+    host is the server (curve_server_secret_key_file, and the upstream hosts' public keys
+    in curve_allowed_keys); the upstream host is a client (curve_client_secret_key_file,
+    curve_server_public_key_file). Each host reads only the files of its own part."""
+
+    after: str
+    part: Literal["upstream", "downstream"] | None = None
+    address: str
+    bind: str | None = None
+    pixels: Literal["raw", "jpeg"] = "raw"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    linger_s: float = Field(30.0, ge=0, le=3600)
+    curve_server_secret_key_file: str | None = None
+    curve_allowed_keys: list[str] = []
+    curve_client_secret_key_file: str | None = None
+    curve_server_public_key_file: str | None = None
+    allow_plaintext: bool = False
+
+    @field_validator("address", "bind")
+    @classmethod
+    def _tcp(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^tcp://[^/]+:\d+$", v):
+            raise ValueError("must be tcp://HOST:PORT")
+        return v
 
 
 class SupervisorConfig(_Model):
@@ -224,6 +265,7 @@ class Config(_Model):
     render: RenderConfig = RenderConfig()
     sinks: SinksConfig = SinksConfig()
     transport: TransportConfig = TransportConfig()
+    split: SplitConfig | None = None
     supervisor: SupervisorConfig = SupervisorConfig()
     metrics: MetricsConfig = MetricsConfig()
     _env_names: frozenset[str] = PrivateAttr(default_factory=frozenset)
@@ -297,7 +339,26 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     except ValidationError as exc:
         raise ConfigError(f"config error in {label}: {_describe(exc)}") from None
     config._env_names = frozenset(used)
+    _check_split(config)
     return config
+
+
+def _check_split(config: Config) -> None:
+    """Structural checks at load (no file is read): ConfigError naming the key."""
+    sp = config.split
+    if sp is None:
+        return
+    if sp.after not in config.pipeline:
+        raise ConfigError(
+            f"config error: split.after: {sp.after!r} is not a stage of the pipeline "
+            f"({', '.join(config.pipeline) or 'empty'}); to send straight from the capture, "
+            "put 'passthrough' first and split after it"
+        )
+    if config.pipeline.count(sp.after) > 1:
+        raise ConfigError(f"config error: split.after: {sp.after!r} appears more than once in the pipeline")
+    if config.transport.pixels != "inline":
+        raise ConfigError("config error: transport.pixels: must be 'inline' when split is set "
+                          "(shared memory does not cross hosts)")
 
 
 def read_yaml_mapping(path: str | Path, what: str, example: str = "") -> dict[str, Any]:

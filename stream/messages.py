@@ -240,11 +240,21 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def encode_frame(frame: Frame, *, inline_image: bool = False) -> list[Any]:
-    """Frame → multipart parts. Arrays are sent as buffers (zero copy)."""
+def encode_frame(frame: Frame, *, inline_image: bool = False, image_codec: str = "raw",
+                 jpeg_quality: int = 90) -> list[Any]:
+    """Frame → multipart parts. Arrays are sent as buffers (zero copy).
+
+    inline_image: the pixels travel in the message, as the array "image" (H×W×C uint8,
+    image_codec "raw") or "image.jpeg" (1-D uint8 JPEG bytes at ``jpeg_quality`` 1-100,
+    image_codec "jpeg"; ``decode`` turns it back into H×W×3 BGR)."""
     arrays = dict(frame.arrays)
     if inline_image and frame.image is not None:
-        arrays["image"] = frame.image
+        if image_codec == "jpeg":
+            arrays[JPEG_IMAGE] = _jpeg_encode(frame.image, jpeg_quality)
+        elif image_codec == "raw":
+            arrays["image"] = frame.image
+        else:
+            raise ProtocolError(f"unknown image codec {image_codec!r} (allowed: raw, jpeg)")
     specs = []
     buffers = []
     for name, a in arrays.items():
@@ -297,8 +307,39 @@ def decode(parts: list[Any]) -> Frame | EndOfStream | Reset:
             raise ProtocolError(f"array {spec.name[:64]!r}: shape {spec.shape}: {exc}") from None
         arrays[spec.name] = a
     image = arrays.pop("image", None)
+    jpeg = arrays.pop(JPEG_IMAGE, None)
+    if jpeg is not None:
+        image = _jpeg_decode(jpeg, msg)
     header = msgspec.structs.replace(msg, arrays=())
     return Frame(header, MappingProxyType(arrays), image)
+
+
+JPEG_IMAGE = "image.jpeg"  # array name of an inline JPEG-coded image
+
+
+def _jpeg_encode(image: np.ndarray, quality: int) -> np.ndarray:
+    import cv2
+
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ProtocolError(f"JPEG needs an H×W×3 or H×W×1 uint8 image, got {image.dtype} {image.shape}")
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ProtocolError(f"JPEG encoding of a {image.shape} image failed")
+    return np.asarray(data, dtype=np.uint8).reshape(-1)
+
+
+def _jpeg_decode(data: np.ndarray, header: FrameHeader) -> np.ndarray:
+    import cv2
+
+    if data.ndim != 1 or data.size == 0:
+        raise ProtocolError(f"source={header.source} seq={header.seq}: {JPEG_IMAGE} must be non-empty 1-D bytes")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ProtocolError(f"source={header.source} seq={header.seq}: {JPEG_IMAGE} is not a decodable JPEG")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    image.flags.writeable = False
+    return image  # type: ignore[no-any-return]
 
 
 def encode_control(msg: Heartbeat | RunReport | Control) -> bytes:

@@ -53,7 +53,16 @@ from stream.messages import (
     encode_message,
 )
 from stream.report import percentile
-from stream.transport import FrameRing, RingCache, open_socket, recv_parts, send_parts
+from stream.transport import (
+    Curve,
+    CurveAuth,
+    FrameRing,
+    RingCache,
+    close_flushing,
+    open_socket,
+    recv_parts,
+    send_parts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +118,16 @@ class WorkerSpec:
     inline_pixels: bool = False
     hwm: int = 4
     heartbeat_interval_s: float = 1.0
+    # a hop to another host (stream.split): CURVE key files of each end, how long the
+    # sender waits at the end to hand its queued frames over, how the pixels travel,
+    # and whether this stage reports what it sent (it ends its host's part of the run)
+    input_curve: dict[str, Any] | None = None
+    output_curve: dict[str, Any] | None = None
+    control_curve: dict[str, Any] | None = None  # heartbeat and control (transport.curve)
+    output_linger_s: float = 0.0
+    image_codec: str = "raw"
+    jpeg_quality: int = 90
+    report: bool = False
     stale_after_s: dict[str, float] = field(default_factory=dict)  # live sources: frames that waited longer are "stale"
 
 
@@ -287,6 +306,7 @@ class StageRunner:
         self._rings = RingCache(Path(spec.ring_dir))
         self.out: zmq.Socket[Any] | None = None
         self._give_up_at = float("inf")
+        self._in_control = False
         self._n_malformed = 0
 
     def _should_stop_sending(self) -> bool:
@@ -297,11 +317,14 @@ class StageRunner:
         # own context: the data context's term() waits for queued frames to be delivered
         # while this one keeps heartbeating
         self._hbctx = zmq.Context()
-        self.hb = Heartbeater(open_socket(self._hbctx, s.heartbeat, hwm=100), s.name, self.counters,
+        control = Curve.from_spec(s.control_curve)
+        self.hb = Heartbeater(open_socket(self._hbctx, s.heartbeat, hwm=100, curve=control), s.name, self.counters,
                               s.heartbeat_interval_s, self.latency)
-        self.ctl = open_socket(self._zctx, s.control, hwm=100)
-        self.inp = open_socket(self._zctx, s.input, hwm=s.hwm)
-        self.out = open_socket(self._zctx, s.output, hwm=s.hwm) if s.output else None
+        self.ctl = open_socket(self._zctx, s.control, hwm=100, curve=control)
+        self._auth = CurveAuth(self._zctx)
+        self.inp = open_socket(self._zctx, s.input, hwm=s.hwm, auth=self._auth, curve=Curve.from_spec(s.input_curve))
+        self.out = open_socket(self._zctx, s.output, hwm=s.hwm,
+                               curve=Curve.from_spec(s.output_curve)) if s.output else None
 
     def run(self) -> int:
         self._open()
@@ -320,7 +343,8 @@ class StageRunner:
             self.hb.beat()
             while not self.stop() and len(self.ended) < len(self.spec.sources):
                 self._poll_control()
-                self._step()
+                if len(self.ended) < len(self.spec.sources):  # a drain may have just ended them all
+                    self._step()
             if len(self.ended) >= len(self.spec.sources):
                 self._finish()
                 self._wait_until_released()
@@ -334,8 +358,10 @@ class StageRunner:
                 self._rings.close()
                 self.inp.close(linger=0)
                 self.ctl.close(linger=0)
-                if self.out is not None:
-                    self.out.close(linger=0)  # delivery was awaited in _wait_until_released
+                if self.out is not None:  # delivery was awaited in _wait_until_released, or is now
+                    # after a drain the supervisor waits only so long: so does the hand-over
+                    close_flushing(self.out, min(self.spec.output_linger_s, max(0.0, self._give_up_at - time.monotonic())))
+                self._auth.stop()
                 self._zctx.term()
                 self.hb.stop()
                 self._hbctx.destroy(linger=1000)
@@ -348,12 +374,22 @@ class StageRunner:
     def _wait_until_released(self) -> None:
         """ZeroMQ discards what a peer has not read yet when the sender disconnects, so a
         stage that has sent its last frames stays connected (heartbeating 'done') until
-        the supervisor, seeing the last stage finish, tells everyone to go."""
-        if self.out is None:
+        the supervisor, seeing the last stage finish, tells everyone to go. A stage sending to
+        another host is the last one here: it hands its queue over as it closes (linger)."""
+        if self.out is None or self.spec.output_linger_s > 0:
             return
         while not self.stop():
             self._poll_control()
             time.sleep(0.05)
+
+    def _poll_control_once(self) -> None:
+        """``_poll_control`` from inside a blocked send, not again from inside itself."""
+        if not self._in_control:
+            self._in_control = True
+            try:
+                self._poll_control()
+            finally:
+                self._in_control = False
 
     def _poll_control(self) -> None:
         parts = recv_parts(self.ctl, 0)
@@ -555,9 +591,14 @@ class StageRunner:
             self._release(frame)
             self.counters.frames_out += 1
             return
-        parts = encode_frame(frame, inline_image=self.spec.inline_pixels)
-        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self._should_stop_sending):
+        parts = encode_frame(frame, inline_image=self.spec.inline_pixels, image_codec=self.spec.image_codec,
+                             jpeg_quality=self.spec.jpeg_quality)
+        # a drain must reach a stage blocked here (its downstream gone, e.g. the other host)
+        if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self._should_stop_sending,
+                      on_wait=self._poll_control_once):
             self.counters.frames_out += 1
+            if self.sink is not None:  # reports what it handed to the next host
+                self.sink.write(frame)
         else:
             self._drop(frame, "stopped")
 

@@ -36,15 +36,19 @@ from stream.health import HealthWindow, verdict
 from stream.messages import Control, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
 from stream.sources import open_source
+from stream.split import SplitPlan, hop_curve, plan
 from stream.stages import STAGES, check_pipeline
 from stream.status import StatusLine
 from stream.summary import DropLedger, RunSummary, summarize_source
 from stream.transport import (
+    Curve,
+    CurveAuth,
     FrameRing,
     check_tcp_port_free,
     open_socket,
     recv_parts,
     remove_stale_run_files,
+    run_curve_keys,
     run_prefix,
     shm_dir,
 )
@@ -90,11 +94,13 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         self._lock = threading.Lock()
         self._stopping: str | None = None
+        self._stop_drained = False
         self._last_progress = (0, time.monotonic())
         self._drained_at = 0.0
         self._source_states: dict[str, str] = {}
         self._dropped: dict[str, int] = {}  # frames dropped per source, for the status line
         self._status = StatusLine(config.supervisor.status_interval_s, tuple(s.id for s in config.sources))
+        self.split: SplitPlan | None = None
         self._sent_states: dict[str, str] = {}
         self._sent_states_at = 0.0
         self._health_window = HealthWindow(config.supervisor.health_window_s)
@@ -105,12 +111,14 @@ class Supervisor:
         """Probe every source and create rings and sockets; nothing is spawned yet.
         Raises SourceError / TransportError with a message a user can act on."""
         cfg = self.config
-        for name in dict.fromkeys(cfg.pipeline):
+        self.split = plan(cfg)
+        for name in dict.fromkeys(self._local_stages()):
             module = import_module(STAGES[name].module)
             if hasattr(module, "preflight"):
                 module.preflight(cfg)  # e.g. weights present; before any process starts
         infos = {}
-        for s in cfg.sources:
+        captures_here = self.split is None or self.split.upstream
+        for s in cfg.sources if captures_here else ():  # downstream of a split: the sources are elsewhere
             src = open_source(s)
             try:
                 infos[s.id] = src.open()
@@ -122,19 +130,29 @@ class Supervisor:
             log.info("removed %s, left behind by a run whose supervisor is gone", stale)
         prefix = run_prefix(self.run_id)  # names the owner: a later run can collect them if we are killed
         self.run_dir = Path(tempfile.mkdtemp(prefix=prefix))
-        for s in cfg.sources:
+        for s in cfg.sources if captures_here else ():
             info = infos[s.id]
             path = shm_dir() / f"{prefix}{s.id}.ring"
             self.rings.append(FrameRing.create(path, s.ring_slots, info.width * info.height * 3))
         self._zctx = zmq.Context()
         self._hb_ep = self._endpoint("supervisor.hb")
         self._ctl_ep = self._endpoint("supervisor.ctl")
-        self.hb_sock = open_socket(self._zctx, f"pull+bind:{self._hb_ep}", hwm=10000)
-        self.ctl_sock = open_socket(self._zctx, f"pub+bind:{self._ctl_ep}", hwm=100)
+        self._auth = CurveAuth(self._zctx)
+        self._curve = run_curve_keys() if cfg.transport.curve and cfg.transport.endpoints == "tcp" else None
+        server = Curve.from_spec(self._curve[0]) if self._curve else None
+        self.hb_sock = open_socket(self._zctx, f"pull+bind:{self._hb_ep}", hwm=10000, curve=server, auth=self._auth)
+        self.ctl_sock = open_socket(self._zctx, f"pub+bind:{self._ctl_ep}", hwm=100, curve=server, auth=self._auth)
         self._build_procs(infos)
         if cfg.metrics.enabled:
             self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health, self.ready,
                                          idle_timeout_s=cfg.metrics.idle_timeout_s)
+
+    def _local_stages(self) -> list[str]:
+        """The pipeline stages this host runs (all of them unless the pipeline is split)."""
+        sp, pipeline = self.split, self.config.pipeline
+        if sp is None:
+            return list(pipeline)
+        return pipeline[: sp.index] if sp.upstream else pipeline[sp.index :]
 
     def _endpoint(self, name: str) -> str:
         t = self.config.transport
@@ -162,27 +180,44 @@ class Supervisor:
         self._worker_env.setdefault("OMP_NUM_THREADS", threads)
         names = [f"{n}#{i}" if cfg.pipeline.count(n) > 1 else n for i, n in enumerate(cfg.pipeline)]
         names.append("output")
+        sp = self.split
+        if sp is not None:  # this host's part; the hop replaces the missing neighbour's input
+            names = names[: sp.index] if sp.upstream else names[sp.index :]
         inputs = [self._endpoint(f"{n}.in") for n in names]
+        if sp is not None and sp.upstream:
+            inputs.append(sp.config.address)
+        elif sp is not None:
+            inputs[0] = sp.config.bind or sp.config.address
         config_json = cfg.model_dump(mode="json")
         sources = [s.id for s in cfg.sources]
         inline = cfg.transport.pixels == "inline"
         for i, name in enumerate(names):
-            spec = {
+            spec: dict[str, Any] = {
                 "name": name, "input": f"pull+bind:{inputs[i]}",
-                "output": f"push+connect:{inputs[i + 1]}" if i + 1 < len(names) else None,
+                "output": f"push+connect:{inputs[i + 1]}" if i + 1 < len(inputs) else None,
                 "heartbeat": f"push+connect:{self._hb_ep}", "control": f"sub+connect:{self._ctl_ep}",
                 "ring_dir": str(shm_dir()), "sources": sources, "inline_pixels": inline,
                 "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
                 "stale_after_s": {s.id: s.stale_after_s for s in cfg.sources if s.is_live and s.stale_after_s is not None},
             }
+            if self._curve:  # the run's own keys on its local tcp hops
+                spec.update(input_curve=self._curve[0], control_curve=self._curve[1],
+                            output_curve=self._curve[1] if spec["output"] else None)
+            if sp is not None and sp.upstream and i == len(names) - 1:  # sends across the hop
+                spec.update(output_curve=hop_curve(sp), output_linger_s=sp.config.linger_s, report=True,
+                            image_codec=sp.config.pixels, jpeg_quality=sp.config.jpeg_quality)
+            elif sp is not None and not sp.upstream and i == 0:  # receives from the other host
+                spec.update(input_curve=hop_curve(sp))
             self.procs.append(Proc(name, {"role": "stage", "config": config_json, "spec": spec}))
-        for s, ring in zip(cfg.sources, self.rings, strict=True):
+        for s, ring in zip(cfg.sources if self.rings else (), self.rings, strict=True):
             live = s.is_live
             spec = {
                 "source_id": s.id, "output": f"push+connect:{inputs[0]}", "heartbeat": f"push+connect:{self._hb_ep}",
                 "ring_path": str(ring.path), "live": live, "inline_pixels": inline, "max_frames": s.max_frames,
                 "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
                 "random_weights": cfg.random_weights,
+                "output_curve": self._curve[1] if self._curve else None,
+                "control_curve": self._curve[1] if self._curve else None,
             }
             self.procs.append(Proc(f"capture:{s.id}", {"role": "capture", "config": config_json, "spec": spec}))
 
@@ -209,6 +244,8 @@ class Supervisor:
         # shutdown_timeout_s bounds the whole stop: the drain gets what the terminate grace leaves
         self._stop_deadline = time.monotonic() + max(0.5, self.config.supervisor.shutdown_timeout_s - _TERMINATE_GRACE_S)
         log.info("stopping (%s): sources stop, in-flight frames drain", why)
+        if not any(p.is_capture for p in self.procs):  # downstream of a split: end what arrived
+            self.ctl_sock.send(encode_control(Control("drain")))
         for p in self.procs:
             # before the captures start no frame is in flight: the stages (maybe still
             # loading models, which SIGTERM ends at once) have nothing to drain
@@ -248,6 +285,12 @@ class Supervisor:
                 self._observe_health()
                 self._maybe_drain()
                 self._print_status()
+                if self.split is not None and self._stopping and not self._stop_drained \
+                        and time.monotonic() > self._stop_deadline - 4.0:
+                    # a stage blocked on the other host would be killed at the deadline without
+                    # its report: drained now, it gives up sending and finishes in time
+                    self.ctl_sock.send(encode_control(Control("drain")))
+                    self._stop_drained = True
                 if self._stopping and time.monotonic() > self._stop_deadline:
                     log.warning("shutdown deadline passed; terminating remaining processes")
                     break
@@ -256,8 +299,9 @@ class Supervisor:
         return self._summary(time.monotonic() - t0)
 
     def _done(self) -> bool:
-        """The run is over when the last stage has finished (every source ended there)."""
-        return next(p for p in self.procs if p.name == "output").finished
+        """The run is over when the last stage has finished (every source ended there):
+        the output, or upstream of a split the stage that hands frames to the other host."""
+        return [p for p in self.procs if not p.is_capture][-1].finished
 
     def _stages_ready(self) -> bool:
         return all(p.hb is not None and p.hb.state in ("running", "done") for p in self.procs if not p.is_capture)
@@ -381,6 +425,11 @@ class Supervisor:
         once every capture has finished and nothing moved for drain_idle_s, tell the
         stages to end their remaining sources."""
         captures = [p for p in self.procs if p.is_capture]
+        if not captures or self.split is not None:
+            # Split: downstream, the end of stream comes from the upstream host; upstream, an idle
+            # pipeline is most often the other host not reading yet (loading its models), and
+            # draining would drop the frames it has not taken. Ctrl-C ends a split run.
+            return
         if not all(p.finished or (p.hb is not None and p.hb.state in ("done", "failed")) for p in captures):
             return
         progress = sum(p.hb.frames_in + p.hb.frames_out for p in self.procs if p.hb)
@@ -423,6 +472,8 @@ class Supervisor:
             sock = getattr(self, attr, None)
             if sock is not None:
                 sock.close(0)
+        if hasattr(self, "_auth"):
+            self._auth.stop()
         if hasattr(self, "_zctx"):
             self._zctx.term()
         for ring in self.rings:
@@ -435,8 +486,8 @@ class Supervisor:
         reports = {r.source: r for r in (self.report.sources if self.report else ())}
         sources = []
         for s in self.config.sources:
-            cap = next(p for p in self.procs if p.name == f"capture:{s.id}")
-            read = (cap.hb.last_seq.get(s.id, -1) + 1) if cap.hb else 0
+            cap = next((p for p in self.procs if p.name == f"capture:{s.id}"), None)  # None: on another host
+            read = (cap.hb.last_seq.get(s.id, -1) + 1) if cap and cap.hb else 0
             sources.append(summarize_source(reports.get(s.id), s.id, read, self.ledger,
                                             self._source_states.get(s.id, "done"), stopped=bool(self._stopping)))
         return RunSummary(sources, {p.name: p.restarts for p in self.procs}, wall_s,
@@ -490,7 +541,8 @@ class Supervisor:
         with self._lock:
             waiting = [p.name for p in self.procs if not p.is_capture and not p.finished and (
                 p.restart_at is not None or p.hb is None or p.hb.state not in ("running", "done"))]
-            captures = any(p.is_capture and p.popen is not None for p in self.procs)
+            captures = any(p.is_capture and p.popen is not None for p in self.procs) \
+                or not any(p.is_capture for p in self.procs)  # downstream of a split: the captures are elsewhere
         ok = not waiting and captures and not self._stopping
         why = "stopping" if self._stopping else ("stages not ready: " + ", ".join(waiting) if waiting else
                                                   ("starting captures" if not captures else ""))

@@ -73,19 +73,113 @@ class Endpoint:
         return f"{self.kind}+{'bind' if self.bind else 'connect'}:{self.address}"
 
 
-def open_socket(ctx: zmq.Context[Any], spec: str | Endpoint, *, hwm: int = 4, subscribe: bytes = b"") -> zmq.Socket[Any]:
+@dataclass(frozen=True)
+class Curve:
+    """CURVE on one stage socket (z85 keys, 40 bytes each). A bound socket is the
+    server: ``secret_key`` is its own, and only clients whose public key is in
+    ``allowed`` get in (checked by a ZAP handler in the binding process). A
+    connecting socket is a client: ``public_key`` + ``secret_key`` are its own,
+    ``server_key`` the server's public key."""
+
+    secret_key: bytes
+    public_key: bytes = b""
+    server_key: bytes = b""
+    allowed: frozenset[bytes] = frozenset()
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any] | None) -> Curve | None:
+        """From a worker spec's entry: key files (``from_files``) or the run's own keys
+        ({"secret_key", "public_key", "server_key", "allowed"}: z85 strings); None: off."""
+        if spec is None:
+            return None
+        if "secret_key_file" in spec:
+            return cls.from_files(spec)
+        return cls(spec["secret_key"].encode(), spec.get("public_key", "").encode(),
+                   spec.get("server_key", "").encode(), frozenset(k.encode() for k in spec.get("allowed", ())))
+
+    @classmethod
+    def from_files(cls, spec: dict[str, Any]) -> Curve:
+        """From key files: {"secret_key_file"} plus {"server_key_file"} (client) or
+        {"allowed_key_files": [...]} (server), as written by ``stream keys gen``."""
+        public, secret = load_curve_secret_key(Path(spec["secret_key_file"]))
+        server = spec.get("server_key_file")
+        allowed = load_allowed_keys(files=tuple(Path(f) for f in spec.get("allowed_key_files", ())))
+        return cls(secret, public, load_curve_public_key(Path(server)) if server else b"", allowed)
+
+
+def run_curve_keys() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fresh CURVE keys for one run's own tcp:// hops (``transport.curve``), as worker
+    spec entries: (server: every socket the run binds; client: every socket it connects).
+    They exist only in the supervisor's memory and its workers' stdin: a local process
+    outside the run has no allowed key, and is refused."""
+    server_public, server_secret = zmq.curve_keypair()
+    client_public, client_secret = zmq.curve_keypair()
+    server = {"secret_key": server_secret.decode(), "allowed": [client_public.decode()]}
+    client = {"secret_key": client_secret.decode(), "public_key": client_public.decode(),
+              "server_key": server_public.decode()}
+    return server, client
+
+
+class CurveAuth:
+    """The ZAP handler of one ZeroMQ context: admits a CURVE client whose public
+    key is allowed on some server socket of that context. ``stop`` after closing them."""
+
+    def __init__(self, ctx: zmq.Context[Any]) -> None:
+        self._ctx = ctx
+        self._keys: set[bytes] = set()
+        self._auth: Any = None
+
+    def allow(self, keys: frozenset[bytes]) -> None:
+        if not keys:
+            raise TransportError("CURVE is on but no client public key is allowed: every peer would be refused")
+        self._keys.update(keys)
+        if self._auth is None:
+            import logging
+
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger(__name__ + ".zap"))
+            self._auth.start()  # before bind: a client's handshake is checked as it connects
+            self._auth.configure_curve_callback(domain="*", credentials_provider=self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self._keys
+
+    def stop(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+
+def open_socket(ctx: zmq.Context[Any], spec: str | Endpoint, *, hwm: int = 4, subscribe: bytes = b"",
+                curve: Curve | None = None, auth: CurveAuth | None = None) -> zmq.Socket[Any]:
     """A socket for ``spec`` with send/receive high-water marks of ``hwm`` messages.
 
-    linger is 0 so closing never blocks on a dead peer. A bind to an address in
-    use raises TransportError naming it.
+    linger is 0 so closing never blocks on a dead peer (``close_flushing`` waits for a
+    peer on another host). A bind to an address in use raises TransportError naming it.
+    ``curve``: CURVE server (bind; needs ``auth``, the context's ZAP handler) or client
+    (connect) — see ``Curve``.
     """
     ep = spec if isinstance(spec, Endpoint) else Endpoint.parse(spec)
+    if curve is not None and ep.bind and auth is None:
+        raise TransportError(f"{ep.address}: a CURVE server socket needs the context's CurveAuth")
+    if curve is not None and not ep.bind and not curve.server_key:
+        raise TransportError(f"{ep.address}: a CURVE client needs the server's public key")
+    if curve is not None and ep.bind and auth is not None:
+        auth.allow(curve.allowed)
     sock = ctx.socket(_KINDS[ep.kind])
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     if ep.kind == "sub":
         sock.setsockopt(zmq.SUBSCRIBE, subscribe)
+    if curve is not None and ep.bind:
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret_key)
+    elif curve is not None:
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public_key)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret_key)
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_key)
     try:
         if ep.bind:
             sock.bind(ep.address)
@@ -95,6 +189,13 @@ def open_socket(ctx: zmq.Context[Any], spec: str | Endpoint, *, hwm: int = 4, su
         sock.close()
         raise TransportError(f"cannot {'bind' if ep.bind else 'connect'} {ep.address}: {exc.strerror}") from exc
     return sock
+
+
+def close_flushing(sock: zmq.Socket[Any], linger_s: float) -> None:
+    """Close ``sock`` after up to ``linger_s`` spent handing what is still queued to
+    the peer (measured: a PUSH closed with linger 0 loses the frames its peer on the
+    other end of a tcp:// connection has not read; with a linger it loses none)."""
+    sock.close(linger=max(0, int(linger_s * 1000)))
 
 
 def send_parts(sock: zmq.Socket[Any], parts: list[Any], *, block: bool, timeout_s: float,

@@ -79,7 +79,12 @@ def main() -> int:
                 out = build_output(config)
                 runner = StageRunner(out, spec, sink=out)
             else:
-                runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec)
+                sent = None
+                if spec.report:  # upstream of a split: what crossed the hop, for this host's summary
+                    from stream.stages.output import OutputStage
+
+                    sent = OutputStage([])
+                runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec, sink=sent)
             return runner.run()
         except StreamError as exc:
             if runner is not None and runner.ready:

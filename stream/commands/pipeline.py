@@ -15,6 +15,9 @@ def register(sub: Any) -> None:
     run = sub.add_parser("run", help="run a pipeline until its sources end (Ctrl-C stops it cleanly)")
     _common(run)
     run.add_argument("--summary-json", type=Path, help="also write the end-of-run summary as JSON here")
+    run.add_argument("--part", choices=["upstream", "downstream"],
+                     help="with a split pipeline (split: in the config): the part this host runs "
+                          "(same as --set split.part=PART; docs/crosshost.md)")
     run.set_defaults(handler=cmd_run)
 
     check = sub.add_parser("check", help="validate a config and open its sources, without running")
@@ -60,7 +63,15 @@ def _cli_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run(_load(args), args)
+    config = _load(args)
+    if args.part:
+        if config.split is None:
+            from stream.errors import ConfigError
+
+            raise ConfigError(f"--part {args.part}: {args.config} has no split section, so there are no parts "
+                              "(see docs/crosshost.md)")
+        config = config.model_copy(update={"split": config.split.model_copy(update={"part": args.part})})
+    return _run(config, args)
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:

@@ -1,0 +1,87 @@
+"""The split config (a pipeline on two hosts) and CURVE on stage sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from stream.config import load_config
+from stream.errors import ConfigError
+from stream.split import plan
+from stream.transport import Curve, CurveAuth, generate_curve_keypair, open_socket, recv_parts
+
+BASE: dict[str, Any] = {
+    "sources": [{"id": "cam", "type": "pattern"}],
+    "pipeline": ["passthrough"],
+    "transport": {"pixels": "inline", "endpoints": "tcp"},
+}
+
+
+def split(**kw: Any) -> dict[str, Any]:
+    return {**BASE, "split": {"after": "passthrough", "address": "tcp://192.0.2.2:5700", **kw}}
+
+
+def keys(tmp_path: Path) -> Path:
+    for name in ("server", "client", "stranger"):
+        generate_curve_keypair(tmp_path, name)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (split(after="detect"), r"split\.after: 'detect' is not a stage of the pipeline.*passthrough"),
+    ({**split(), "transport": {"pixels": "shm"}}, r"transport\.pixels: must be 'inline' when split is set"),
+    (split(address="192.0.2.2:5700"), r"split\.address: must be tcp://HOST:PORT"),
+    (split(pixels="png"), r"split\.pixels: 'png' is not allowed"),
+])
+def test_bad_split_names_the_key(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, base=data)
+
+
+def test_a_split_run_must_say_its_part_and_have_its_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"split\.part: say which part this host runs.*--part upstream"):
+        plan(load_config(None, base=split()))
+    with pytest.raises(ConfigError, match=r"split\.curve_client_secret_key_file: required on the upstream host.*"
+                                          r"stream keys gen.*allow_plaintext"):
+        plan(load_config(None, base=split(part="upstream")))
+    with pytest.raises(ConfigError, match=r"split\.curve_server_secret_key_file: required on the downstream host"):
+        plan(load_config(None, base=split(part="downstream")))
+    k = keys(tmp_path)
+    with pytest.raises(ConfigError, match=r"split \(downstream host\): .*nope\.key is not a readable ZeroMQ key file"):
+        plan(load_config(None, base=split(part="downstream", curve_server_secret_key_file=str(k / "server.key_secret"),
+                                          curve_allowed_keys=[str(k / "nope.key")])))
+    p = plan(load_config(None, base=split(part="upstream", curve_client_secret_key_file=str(k / "client.key_secret"),
+                                          curve_server_public_key_file=str(k / "server.key"))))
+    assert p is not None and p.upstream and p.index == 1
+    assert plan(load_config(None, base=split(part="upstream", allow_plaintext=True))) is not None
+
+
+def test_a_curve_stage_socket_admits_only_allowed_client_keys(tmp_path: Path) -> None:
+    k = keys(tmp_path)
+    ctx: zmq.Context[Any] = zmq.Context()
+    auth = CurveAuth(ctx)
+    server = Curve.from_files({"secret_key_file": str(k / "server.key_secret"),
+                               "allowed_key_files": [str(k / "client.key")]})
+    pull = open_socket(ctx, "pull+bind:tcp://127.0.0.1:0", curve=server, auth=auth)
+    address = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+    try:
+        senders = {}
+        for name in ("stranger", "client"):
+            curve = Curve.from_files({"secret_key_file": str(k / f"{name}.key_secret"),
+                                      "server_key_file": str(k / "server.key")})
+            senders[name] = open_socket(ctx, f"push+connect:{address}", curve=curve)
+        plain = open_socket(ctx, f"push+connect:{address}")
+        for name, sock in (*senders.items(), ("plaintext", plain)):
+            sock.send_multipart([name.encode()], flags=zmq.NOBLOCK)
+        got = []
+        while (parts := recv_parts(pull, 1500)) is not None:
+            got.append(bytes(parts[0]))
+        assert got == [b"client"]
+    finally:
+        for s in (pull, plain, *senders.values()):
+            s.close(0)
+        auth.stop()
+        ctx.term()
