@@ -414,9 +414,14 @@ class Supervisor:
 
     def _print_status(self) -> None:
         """Every supervisor.status_interval_s: one line per source (stream.status)."""
-        output = next(p for p in self.procs if p.name == "output")
+        # the output, or on the upstream host of a split (no output here) the stage before the hop
+        last = next((p for p in self.procs if p.name == "output"), None) or next(
+            (p for p in reversed(self.procs) if not p.is_capture), None
+        )
+        if last is None:
+            return
         with self._lock:
-            lines = self._status.poll(time.monotonic(), output.hb, self._dropped)
+            lines = self._status.poll(time.monotonic(), last.hb, self._dropped)
         for line in lines:
             log.info("%s", line)
 

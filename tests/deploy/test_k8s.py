@@ -138,7 +138,7 @@ def test_probes_ports_and_grace_period_match_the_pipeline(target: str, tmp_path:
     assert ports["metrics"] == config.metrics.port and config.metrics.host == "0.0.0.0"
     assert ports["live"] == config.sinks.live.port
     assert ports["publish"] == int(config.sinks.publish.endpoint.rsplit(":", 1)[1])
-    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    for probe, path in (("startupProbe", "/readyz"), ("livenessProbe", "/readyz"), ("readinessProbe", "/readyz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "metrics"}, probe
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= config.supervisor.startup_timeout_s, \
