@@ -84,6 +84,7 @@ class Supervisor:
     def __init__(self, config: Config, *, log_level: str = "info") -> None:
         check_pipeline(config)  # which stage needs what: checked by whoever builds the pipeline
         self.config = config
+        self._curve: tuple[dict[str, Any], dict[str, Any]] | None = None  # the run's keys (prepare)
         self.log_level = log_level
         self.run_id = uuid.uuid4().hex[:8]
         self.procs: list[Proc] = []
