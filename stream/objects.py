@@ -119,7 +119,7 @@ COCO_CLASSES = (
 def class_names_of(config: Config) -> tuple[str, ...]:
     """Names indexed by class id for every output (overlay, live view, publish, record):
     ``detect.class_names`` when given, else COCO's 80."""
-    names = config.detect.get("class_names") if isinstance(config.detect, Mapping) else config.detect.class_names
+    names = config.detect.class_names
     return tuple(names) if names else COCO_CLASSES
 
 # The official COCO category ids of the 80 detection classes, in the detector's class order

@@ -20,18 +20,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from tests.conftest import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 
 needs_mosquitto = pytest.mark.skipif(
     MOSQUITTO is None, reason="needs Debian's mosquitto (scripts/system-deps.sh installs it)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Mosquitto:
