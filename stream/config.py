@@ -243,12 +243,34 @@ class SupervisorConfig(_Model):
 
 class MetricsConfig(_Model):
     """/metrics and /healthz. On a loopback host only a loopback Host header is
-    answered; idle_timeout_s: a connection silent this long is closed."""
+    answered; idle_timeout_s: a connection silent this long is closed.
+
+    api: the control API on the same server (``/api/sources``: list, add, remove and
+    change sources at runtime; ``stream.control``). token: required by the API in
+    ``Authorization: Bearer <token>`` when set; without one the API answers only on a
+    loopback host (off loopback it is refused: set a token, best as ``${ENV:NAME}``).
+    ``/metrics`` and the probes never need the token."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
     idle_timeout_s: float = Field(10.0, gt=0, le=3600)
+    api: bool = True
+    token: SecretStr | None = None
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_is_text(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, str | SecretStr):
+            # raised here, not as a ValueError: pydantic's message would quote the token
+            raise ConfigError("config error: metrics.token: must be a string (quote it in YAML, or use ${ENV:NAME})")
+        if isinstance(v, str) and not v:
+            raise ConfigError("config error: metrics.token: must not be empty (leave it out for no token)")
+        return v
+
+    @field_serializer("token", when_used="json")
+    def _reveal_token(self, v: SecretStr | None) -> str | None:
+        return v.get_secret_value() if v is not None else None
 
 
 class Config(_Model):
@@ -341,6 +363,33 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     config._env_names = frozenset(used)
     _check_split(config)
     return config
+
+
+def with_source(config: Config, definition: Any, *, env: Mapping[str, str], label: str,
+                index: int | None = None) -> Config:
+    """``config`` with one more source (or source ``index`` replaced), validated exactly as
+    ``load_config`` validates a file that lists it there: ``${ENV:NAME}`` resolved from
+    ``env``, every model and cross-check, and the same one-line ConfigError naming the
+    dotted key (``sources.N.url``), labelled ``label`` instead of the file name."""
+    if not isinstance(definition, dict):
+        raise ConfigError(f"config error in {label}: a source is a mapping of keys, e.g. "
+                          f"{{id: cam3, type: rtsp, url: 'rtsp://…'}} (got {type(definition).__name__})")
+    data = config.model_dump(mode="json")
+    sources = list(data["sources"])
+    at = len(sources) if index is None else index
+    used: set[str] = set()
+    resolved = _resolve_env(definition, env, f"sources.{at}", used)
+    if index is None:
+        sources.append(resolved)
+    else:
+        sources[index] = resolved
+    data["sources"] = sources
+    try:
+        new = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config error in {label}: {_describe(exc)}") from None
+    new._env_names = config.env_names | used
+    return new
 
 
 def _check_split(config: Config) -> None:

@@ -129,6 +129,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     age (output time − capture time) at or below each of ``AGE_BUCKETS_S`` (then +Inf),
     and the sum of ages in seconds, since the process started. objects (last stage only):
     per source, (objects, objects with a mask) on the newest frame that reached the end.
+    roster_gen: the newest source roster (``Control('roster')``) this stage applied; gone:
+    sources removed at runtime whose end of stream has passed this stage (their state is freed).
     """
 
     stage: str
@@ -147,6 +149,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     age_buckets: dict[str, tuple[int, ...]] = {}
     age_sum_s: dict[str, float] = {}
     objects: dict[str, tuple[int, int]] = {}
+    roster_gen: int = 0
+    gone: tuple[str, ...] = ()
     version: int = SCHEMA_VERSION
 
 
@@ -176,13 +180,26 @@ class RunReport(msgspec.Struct, frozen=True, tag="report"):
     version: int = SCHEMA_VERSION
 
 
+class RosterEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One source of the run as the stages need it: its id, whether it is live, and its
+    ``stale_after_s`` (None: off)."""
+
+    source: str
+    live: bool = False
+    stale_after_s: float | None = None
+
+
 class Control(msgspec.Struct, frozen=True, tag="ctl"):
     """Supervisor → stages. command: 'drain' (forward end-of-stream for every
     source not yet ended, then exit) | 'stop' (exit now) | 'sources' (``sources``:
-    source id → capture state, for outputs that show it, e.g. the live view)."""
+    source id → capture state, for outputs that show it, e.g. the live view) |
+    'roster' (``roster``: every source of the run now, as of ``generation``; a source
+    added at runtime is accepted from now on, one removed is freed at its end of stream)."""
 
     command: str
     sources: dict[str, str] = msgspec.field(default_factory=dict)
+    roster: tuple[RosterEntry, ...] = ()
+    generation: int = 0
     version: int = SCHEMA_VERSION
 
 

@@ -79,7 +79,7 @@ class MetricsServer:
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
                  health: Callable[[], tuple[bool, dict[str, Any]]],
                  ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None, *,
-                 idle_timeout_s: float = 10.0) -> None:
+                 idle_timeout_s: float = 10.0, api: Any = None) -> None:
         registry = CollectorRegistry()
         registry.register(_HeartbeatCollector(snapshot))
 
@@ -89,6 +89,8 @@ class MetricsServer:
             def do_GET(self) -> None:  # noqa: N802
                 if not self.host_allowed():
                     return
+                if api is not None and api.handles(self.path):  # the control API (stream.control)
+                    return api.handle(self, "GET")  # type: ignore[no-any-return]
                 if self.path == "/metrics":
                     body, ctype, code = generate_latest(registry), "text/plain; version=0.0.4", 200
                 elif self.path in ("/healthz", "/readyz") and (probe := health if self.path == "/healthz" else ready):
@@ -101,6 +103,23 @@ class MetricsServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _other(self, method: str) -> None:
+                if not self.host_allowed():
+                    return
+                if api is not None and api.handles(self.path):
+                    api.handle(self, method)
+                    return
+                self.send_error(405, "only GET here (and the control API under /api/ when it is on)")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._other("POST")
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                self._other("PATCH")
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._other("DELETE")
 
         bind_host = host.strip("[]")
         try:
@@ -117,7 +136,8 @@ class MetricsServer:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("metrics on http://%s:%d/metrics and /healthz", self._server.server_address[0], self.port)
+        log.info("metrics on http://%s:%d/metrics and /healthz (control API: /api/sources)",
+                 self._server.server_address[0], self.port)
 
     def close(self) -> None:
         self._server.shutdown()

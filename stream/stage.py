@@ -10,6 +10,14 @@ A stage is a small class built from its config section::
         def process_batch(self, frames) -> list[Frame | None]
         def end_source(self, source: str) -> None     # end of stream / reset: free per-source state
         def close(self) -> None
+        # optional: def set_sources(self, roster: tuple[RosterEntry, ...]) -> None
+        #   the run's sources changed at runtime (stream.control): every source now
+
+Sources can be added and removed while the run goes on (the control API): the
+supervisor publishes a ``Control('roster')`` and waits until every stage's heartbeat
+acknowledges its generation before a new source's capture starts, or a removed one's
+stops. A removed source is still accepted until its end of stream, which frees its
+state here (``end_source``) and is then reported in ``Heartbeat.gone``.
 
 ``process_batch`` returns one output per input: a new Frame (never the input
 mutated) or None to drop it on purpose. Frames of one source arrive in seq
@@ -129,6 +137,7 @@ class WorkerSpec:
     jpeg_quality: int = 90
     report: bool = False
     stale_after_s: dict[str, float] = field(default_factory=dict)  # live sources: frames that waited longer are "stale"
+    roster_gen: int = 0  # the generation of the roster ``sources`` is (see Control 'roster')
 
 
 class LatencyWindow:
@@ -212,6 +221,8 @@ class Heartbeater:
         self.state = "starting"
         self.source_state: dict[str, str] = {}
         self.detail = ""
+        self.roster_gen = 0
+        self.gone: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
@@ -233,6 +244,7 @@ class Heartbeater:
             last_seq=dict(c.last_seq), latency_ms=self.latency.quantiles() if self.latency else (0.0, 0.0),
             source_state=dict(self.source_state), detail=self.detail, busy_s=busy,
             age_buckets=age_buckets, age_sum_s=age_sum_s, objects=dict(c.objects),
+            roster_gen=self.roster_gen, gone=self.gone,
         )
         self.send(encode_control(hb))
 
@@ -300,6 +312,11 @@ class StageRunner:
         self.counters = Counters()
         self.latency = LatencyWindow()
         self.ended: set[str] = set()
+        self.sources: set[str] = set(spec.sources)  # accepted now (the roster, and removed ones until their end)
+        self.leaving: set[str] = set()  # removed from the roster, end of stream not here yet
+        self.gone: set[str] = set()  # removed, and their end of stream has passed
+        self.roster_gen = spec.roster_gen
+        self._stale_after_s = dict(spec.stale_after_s)
         self.stop = StopFlag(armed=False)  # armed once the stage is ready (see run)
         self.ready = False  # stage.start() returned: a failure from now on is a crash, restarted
         self._zctx = zmq.Context()
@@ -340,12 +357,13 @@ class StageRunner:
             self.stop.arm()
             self.ready = True
             self.hb.state = "running"
+            self.hb.roster_gen = self.roster_gen
             self.hb.beat()
-            while not self.stop() and len(self.ended) < len(self.spec.sources):
+            while not self.stop() and not self._all_ended():
                 self._poll_control()
-                if len(self.ended) < len(self.spec.sources):  # a drain may have just ended them all
+                if not self._all_ended():  # a drain may have just ended them all
                     self._step()
-            if len(self.ended) >= len(self.spec.sources):
+            if self._all_ended():
                 self._finish()
                 self._wait_until_released()
             elif self.sink is not None:
@@ -365,6 +383,52 @@ class StageRunner:
                 self._zctx.term()
                 self.hb.stop()
                 self._hbctx.destroy(linger=1000)
+
+    def _all_ended(self) -> bool:
+        """Every source of the roster has ended (a run whose last source was removed at
+        runtime goes on, waiting for a new one, until it is stopped)."""
+        roster = self.sources - self.leaving
+        return bool(roster) and roster <= self.ended
+
+    def _apply_roster(self, msg: Control) -> None:
+        """A newer roster: accept its new sources, let removed ones go at their end of stream."""
+        if msg.generation <= self.roster_gen:
+            return
+        new = {e.source for e in msg.roster}
+        for source in new - self.sources:
+            self.sources.add(source)
+            self.ended.discard(source)
+            self.gone.discard(source)
+            log.info("stage %s: source=%s added", self.spec.name, source)
+        self.leaving -= new
+        for source in self.sources - new:
+            if source in self.ended:  # its end of stream came already
+                self._forget(source)
+            else:
+                self.leaving.add(source)
+        self._stale_after_s = {e.source: e.stale_after_s for e in msg.roster
+                               if e.live and e.stale_after_s is not None}
+        set_sources = getattr(self.stage, "set_sources", None)
+        if set_sources is not None:
+            set_sources(tuple(msg.roster))
+        self.roster_gen = msg.generation
+        self.hb.roster_gen, self.hb.gone = self.roster_gen, tuple(sorted(self.gone))
+        self.hb.beat()  # the supervisor waits for this before it starts or stops a capture
+
+    def _forget(self, source: str) -> None:
+        """A removed source's end of stream has passed: nothing of it is kept."""
+        self.sources.discard(source)
+        self.ended.discard(source)
+        self.leaving.discard(source)
+        self.gone.add(source)
+        c = self.counters
+        for per_source in (c.last_seq, c.age_buckets, c.age_sum_s, c.objects):
+            per_source.pop(source, None)  # type: ignore[attr-defined]
+        self._rings.forget(lambda name: name.endswith(f"-{source}.ring"))
+        log.info("stage %s: source=%s removed", self.spec.name, source)
+        if hasattr(self, "hb"):
+            self.hb.gone = tuple(sorted(self.gone))
+            self.hb.beat()
 
     def _finish(self) -> None:
         self.hb.state = "done"
@@ -403,12 +467,16 @@ class StageRunner:
         if isinstance(msg, Control) and msg.command == "drain":
             # what is left goes out with a deadline: downstream may already be gone
             self._give_up_at = time.monotonic() + 3.0
-            for source in self.spec.sources:
+            if not self.sources - self.leaving:  # every source was removed: nothing to wait for
+                self.stop.stopped = True
+            for source in sorted(self.sources):
                 if source not in self.ended:
                     last = self.counters.last_seq.get(source, -1)
                     self._on_event(EndOfStream(source, last + 1, "drained"))
         elif isinstance(msg, Control) and msg.command == "stop":
             self.stop.stopped = True
+        elif isinstance(msg, Control) and msg.command == "roster":
+            self._apply_roster(msg)
         elif isinstance(msg, Control) and msg.command == "sources":
             show = getattr(self.stage, "source_states", None)  # the output stage passes them to its sinks
             if show is not None:
@@ -449,7 +517,7 @@ class StageRunner:
         """Refuse what this run cannot have sent: a source it does not have (a stray
         end-of-stream would end the stage), pixels in another source's ring."""
         source = msg.source
-        if source not in self.spec.sources:
+        if source not in self.sources:
             raise ProtocolError(f"source {source[:64]!r} is not one of this run's sources")
         if isinstance(msg, Frame):
             px = msg.header.pixels
@@ -489,7 +557,7 @@ class StageRunner:
         stage sent it (this one was stalled) is dropped before any work is spent on it. Only
         the wait counts, not the work upstream, so a slow pipeline is never starved; the last
         stage delivers what it gets."""
-        bound = self.spec.stale_after_s.get(frame.source)
+        bound = self._stale_after_s.get(frame.source)
         if bound is None or self.out is None:
             return False
         h = frame.header
@@ -611,3 +679,5 @@ class StageRunner:
             log.info("stage %s: end of stream for source=%s (%s)", self.spec.name, msg.source, msg.reason)
         if self.out is not None:
             send_parts(self.out, encode_message(msg), block=True, timeout_s=0.2, should_stop=self._should_stop_sending)
+        if isinstance(msg, EndOfStream) and msg.source in self.leaving:
+            self._forget(msg.source)

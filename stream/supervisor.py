@@ -3,9 +3,10 @@ spawns one process per capture and per stage, restarts a process that crashes
 or stops heartbeating after it was ready (with backoff; too many crashes stop
 the run), stops the run at once when a stage fails before it is ready with an
 error that a restart cannot fix (config, device, port, weights), serves
-/metrics and /healthz, shuts down in order on SIGINT/SIGTERM (sources stop,
-in-flight frames drain, sinks finalize) and leaves no process, ipc file or
-shared-memory segment behind.
+/metrics and /healthz (and the control API: ``stream.control``; a source is added,
+removed or changed at runtime through ``stream.roster``), shuts down in order on
+SIGINT/SIGTERM (sources stop, in-flight frames drain, sinks finalize) and leaves no
+process, ipc file or shared-memory segment behind.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from typing import Any
 
 import zmq
 
-from stream.config import Config
+from stream.config import Config, SourceConfig
 from stream.errors import STARTUP_EXIT_BASE, ProtocolError, SupervisorError, error_for_exit_code
 from stream.health import HealthWindow, verdict
 from stream.messages import Control, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
+from stream.roster import RosterChanges
 from stream.sources import open_source
 from stream.split import SplitPlan, hop_curve, plan
 from stream.stages import STAGES, check_pipeline
@@ -81,7 +83,8 @@ class Proc:
 
 
 class Supervisor:
-    def __init__(self, config: Config, *, log_level: str = "info") -> None:
+    def __init__(self, config: Config, *, log_level: str = "info", shard: Any = None,
+                 env: Any = None) -> None:
         check_pipeline(config)  # which stage needs what: checked by whoever builds the pipeline
         self.config = config
         self._curve: tuple[dict[str, Any], dict[str, Any]] | None = None  # the run's keys (prepare)
@@ -106,6 +109,14 @@ class Supervisor:
         self._sent_states_at = 0.0
         self._health_window = HealthWindow(config.supervisor.health_window_s)
         self._captures_started = False
+        self.shard = shard  # stream.shard.Shard of a --shard run (the control API adds only its own sources)
+        self.roster = RosterChanges(self, env if env is not None else {})
+        self.rings_by_source: dict[str, FrameRing] = {}
+        self.removed: dict[str, tuple[SourceConfig, int]] = {}  # removed at runtime: (config, frames read)
+        self.fps: dict[str, float] = {}  # per source, frames its capture sent per second (newest heartbeats)
+        self.frame_age_s: dict[str, float] = {}  # per source, mean frame age at the output between heartbeats
+        self._rate_from: dict[str, tuple[int, int]] = {}  # capture name -> (time_ns, frames_out)
+        self._age_from: dict[str, tuple[int, float]] = {}  # source -> (frames, age sum) at the output
 
     # --- set-up --------------------------------------------------------------
     def prepare(self) -> None:
@@ -135,6 +146,7 @@ class Supervisor:
             info = infos[s.id]
             path = shm_dir() / f"{prefix}{s.id}.ring"
             self.rings.append(FrameRing.create(path, s.ring_slots, info.width * info.height * 3))
+            self.rings_by_source[s.id] = self.rings[-1]
         self._zctx = zmq.Context()
         self._hb_ep = self._endpoint("supervisor.hb")
         self._ctl_ep = self._endpoint("supervisor.ctl")
@@ -145,8 +157,11 @@ class Supervisor:
         self.ctl_sock = open_socket(self._zctx, f"pub+bind:{self._ctl_ep}", hwm=100, curve=server, auth=self._auth)
         self._build_procs(infos)
         if cfg.metrics.enabled:
+            from stream.control import ControlApi
+
+            api = ControlApi(self.roster, cfg.metrics) if cfg.metrics.api else None
             self.metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, self.snapshot, self.health, self.ready,
-                                         idle_timeout_s=cfg.metrics.idle_timeout_s)
+                                         idle_timeout_s=cfg.metrics.idle_timeout_s, api=api)
 
     def _local_stages(self) -> list[str]:
         """The pipeline stages this host runs (all of them unless the pipeline is split)."""
@@ -192,6 +207,7 @@ class Supervisor:
         config_json = cfg.model_dump(mode="json")
         sources = [s.id for s in cfg.sources]
         inline = cfg.transport.pixels == "inline"
+        self.capture_input = inputs[0]  # where a capture added at runtime sends
         for i, name in enumerate(names):
             spec: dict[str, Any] = {
                 "name": name, "input": f"pull+bind:{inputs[i]}",
@@ -211,16 +227,21 @@ class Supervisor:
                 spec.update(input_curve=hop_curve(sp))
             self.procs.append(Proc(name, {"role": "stage", "config": config_json, "spec": spec}))
         for s, ring in zip(cfg.sources if self.rings else (), self.rings, strict=True):
-            live = s.is_live
-            spec = {
-                "source_id": s.id, "output": f"push+connect:{inputs[0]}", "heartbeat": f"push+connect:{self._hb_ep}",
-                "ring_path": str(ring.path), "live": live, "inline_pixels": inline, "max_frames": s.max_frames,
-                "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
-                "random_weights": cfg.random_weights,
-                "output_curve": self._curve[1] if self._curve else None,
-                "control_curve": self._curve[1] if self._curve else None,
-            }
-            self.procs.append(Proc(f"capture:{s.id}", {"role": "capture", "config": config_json, "spec": spec}))
+            self.procs.append(self.capture_proc(s, ring, config_json))
+
+    def capture_proc(self, s: SourceConfig, ring: FrameRing, config_json: dict[str, Any]) -> Proc:
+        """The (not yet started) capture process of source ``s``, writing into ``ring``."""
+        cfg = self.config
+        spec = {
+            "source_id": s.id, "output": f"push+connect:{self.capture_input}", "heartbeat": f"push+connect:{self._hb_ep}",
+            "ring_path": str(ring.path), "live": s.is_live, "inline_pixels": cfg.transport.pixels == "inline",
+            "max_frames": s.max_frames,
+            "hwm": cfg.transport.hwm, "heartbeat_interval_s": cfg.supervisor.heartbeat_interval_s,
+            "random_weights": cfg.random_weights,
+            "output_curve": self._curve[1] if self._curve else None,
+            "control_curve": self._curve[1] if self._curve else None,
+        }
+        return Proc(f"capture:{s.id}", {"role": "capture", "config": config_json, "spec": spec})
 
     # --- process control -------------------------------------------------------
     def _spawn(self, proc: Proc) -> None:
@@ -269,6 +290,7 @@ class Supervisor:
         try:
             while not self._done():
                 self._pump_heartbeats(timeout_ms=100)
+                self.roster.step()  # sources added, removed or changed through the control API
                 self._publish_source_states()
                 if not self._captures_started and (self._stages_ready() or self._stopping):
                     # models are loaded and warmed up: frames start flowing only now
@@ -296,6 +318,7 @@ class Supervisor:
                     log.warning("shutdown deadline passed; terminating remaining processes")
                     break
         finally:
+            self.roster.cancel("the run is stopping")
             self._terminate_all()
         return self._summary(time.monotonic() - t0)
 
@@ -337,6 +360,7 @@ class Supervisor:
             return  # a late heartbeat from a process that was replaced
         proc.hb = hb
         proc.last_hb = time.monotonic()
+        self._observe_rates(proc, hb)
         self.ledger.add(hb.drops)
         for d in hb.drops:
             self._dropped[d.source] = self._dropped.get(d.source, 0) + d.last - d.first + 1
@@ -344,6 +368,26 @@ class Supervisor:
         if hb.state == "failed" and hb.detail:
             proc.failure = hb.detail
             log.error("%s: %s", proc.name, hb.detail)
+
+    def _observe_rates(self, proc: Proc, hb: Heartbeat) -> None:
+        """The control API's fps (a capture's frames sent per second) and frame age (mean
+        at the output since its previous heartbeat), over at least a second."""
+        if proc.is_capture:
+            source = proc.request["spec"]["source_id"]
+            t0, n0 = self._rate_from.setdefault(proc.name, (hb.time_ns, hb.frames_out))
+            dt = (hb.time_ns - t0) / 1e9
+            if dt >= 1.0 or hb.frames_out < n0:
+                self.fps[source] = max(0.0, hb.frames_out - n0) / dt if dt > 0 and hb.frames_out >= n0 else 0.0
+                self._rate_from[proc.name] = (hb.time_ns, hb.frames_out)
+        elif proc.name == "output":
+            for source, counts in hb.age_buckets.items():
+                n, total = (counts[-1] if counts else 0), hb.age_sum_s.get(source, 0.0)
+                n0, total0 = self._age_from.get(source, (0, 0.0))
+                if n > n0:
+                    self.frame_age_s[source] = (total - total0) / (n - n0)
+                    self._age_from[source] = (n, total)
+                elif n < n0:  # the output restarted
+                    self._age_from[source] = (n, total)
 
     def _observe_health(self) -> None:
         with self._lock:
@@ -397,6 +441,9 @@ class Supervisor:
         raise error_for_exit_code(code, f"stage {p.name} could not start: {why}")
 
     def _crashed(self, p: Proc, why: str) -> None:
+        if p.is_capture and p.request["spec"]["source_id"] in self.roster.leaving:
+            p.finished, p.restart_at = True, None  # being removed: not restarted
+            return
         for ring in self.rings:  # frames it held are never released: tell the captures (FrameRing.epoch)
             ring.bump_epoch()
         now = time.monotonic()
@@ -491,9 +538,11 @@ class Supervisor:
     def _summary(self, wall_s: float) -> RunSummary:
         reports = {r.source: r for r in (self.report.sources if self.report else ())}
         sources = []
-        for s in self.config.sources:
+        for s in [*(c for c, _ in self.removed.values()), *self.config.sources]:
             cap = next((p for p in self.procs if p.name == f"capture:{s.id}"), None)  # None: on another host
             read = (cap.hb.last_seq.get(s.id, -1) + 1) if cap and cap.hb else 0
+            if cap is None and s.id in self.removed and s not in self.config.sources:
+                read = self.removed[s.id][1]
             sources.append(summarize_source(reports.get(s.id), s.id, read, self.ledger,
                                             self._source_states.get(s.id, "done"), stopped=bool(self._stopping)))
         return RunSummary(sources, {p.name: p.restarts for p in self.procs}, wall_s,
@@ -567,9 +616,11 @@ def _frames_between(dropped: list[tuple[int, int]], seq: int, upstream_seq: int)
     return max(0, gap - gone)
 
 
-def run_pipeline(config: Config, *, log_level: str = "info") -> RunSummary:
-    """Prepare, run and clean up; SIGINT/SIGTERM trigger an ordered shutdown."""
-    sup = Supervisor(config, log_level=log_level)
+def run_pipeline(config: Config, *, log_level: str = "info", shard: Any = None,
+                 env: Any = None) -> RunSummary:
+    """Prepare, run and clean up; SIGINT/SIGTERM trigger an ordered shutdown. shard: the
+    ``--shard`` of the run, env: what ``${ENV:NAME}`` in a source added at runtime reads."""
+    sup = Supervisor(config, log_level=log_level, shard=shard, env=env)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -510,6 +510,11 @@ class RingCache:
             ring.close()
         self._rings.clear()
 
+    def forget(self, which: Callable[[str], bool]) -> None:
+        """Detach the rings whose names ``which`` accepts (a source removed at runtime)."""
+        for name in [n for n in self._rings if which(n)]:
+            self._rings.pop(name).close()
+
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.0005) -> bool:
     deadline = time.monotonic() + timeout_s

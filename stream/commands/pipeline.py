@@ -41,15 +41,24 @@ def _load(args: argparse.Namespace) -> Config:
 
     config = load_config(args.config, _cli_overrides(args), env=os.environ)
     check_pipeline(config)  # stream check reports it too, without building anything
-    if getattr(args, "shard", None):
-        from stream.shard import parse_shard, shard_config
+    shard = _shard(args)
+    if shard is not None:
+        from stream.shard import shard_config
 
-        # the environment is read here, in the entry point, only
-        shard = parse_shard(args.shard, pod_name=os.environ.get("POD_NAME") or os.environ.get("HOSTNAME"))
         config = shard_config(config, shard)
         ids = [s.id for s in config.sources]
         print(f"stream: shard {shard}: {len(ids)} source(s): {', '.join(ids)}", file=sys.stderr)
     return config
+
+
+def _shard(args: argparse.Namespace) -> Any:
+    """The run's ``--shard`` (a stream.shard.Shard), or None."""
+    if not getattr(args, "shard", None):
+        return None
+    from stream.shard import parse_shard
+
+    # the environment is read here, in the entry point, only
+    return parse_shard(args.shard, pod_name=os.environ.get("POD_NAME") or os.environ.get("HOSTNAME"))
 
 
 def _cli_overrides(args: argparse.Namespace) -> list[str]:
@@ -77,7 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(config: Config, args: argparse.Namespace) -> int:
     from stream.supervisor import run_pipeline
 
-    summary = run_pipeline(config, log_level="debug" if args.debug else args.log_level)
+    # a source added through the control API may use ${ENV:NAME} too, resolved like the file's
+    summary = run_pipeline(config, log_level="debug" if args.debug else args.log_level,
+                           shard=_shard(args), env=os.environ)
     print(summary.format())
     if args.summary_json:
         args.summary_json.write_text(summary.to_json())

@@ -29,7 +29,7 @@ def test_env_secrets_are_resolved_and_missing_ones_named():
         ("sources.0.fps=-3", "sources.0.fps: Input should be greater than 0 (got -3)"),
         ("sources.0.id=../x", "sources.0.id: must be 1-64 letters"),
         ("transport.pixels=gpu", "transport.pixels: 'gpu' is not allowed (allowed: 'shm' or 'inline')"),
-        ("metrics.bogus=1", "metrics.bogus: unknown key (allowed: enabled, host, idle_timeout_s, port)"),
+        ("metrics.bogus=1", "metrics.bogus: unknown key (allowed: api, enabled, host, idle_timeout_s, port, token)"),
         ("sources.3.id=x", "--set sources.3.id: sources has 1 items, no index '3'"),
         ("novalue", "expected KEY=VALUE"),
     ],
