@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "stream.commands.subscribe",
     "stream.commands.predict",
     "stream.commands.testing",
+    "stream.commands.sources",
 )
 
 

@@ -33,9 +33,9 @@ from typing import Any
 import yaml
 
 from stream.config import MetricsConfig
-from stream.errors import StreamError
+from stream.errors import ControlError, StreamError
 from stream.httpd import GuardedHandler, is_loopback
-from stream.roster import ChangeRefused, RosterChanges
+from stream.roster import RosterChanges
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ControlApi:
                 return _send(h, 200, openapi())
             self._authorize(h)
             status, body = self._route(h, method, path)
-        except ChangeRefused as exc:
+        except ControlError as exc:
             status, body = exc.status, {"error": str(exc)}
         except StreamError as exc:  # a bad definition: the config loader's message
             status, body = 400, {"error": " ".join(str(exc).split())}
@@ -75,14 +75,15 @@ class ControlApi:
     def _authorize(self, h: GuardedHandler) -> None:
         if self._token is None:
             if not self._loopback:
-                raise ChangeRefused(403, "the control API is off: metrics.host is not a loopback address and "
-                                         "metrics.token is not set (set it, e.g. metrics.token: ${ENV:STREAM_API_TOKEN})")
+                raise ControlError("the control API is off: metrics.host is not a loopback address and "
+                                   "metrics.token is not set (set it, e.g. metrics.token: ${ENV:STREAM_API_TOKEN})",
+                                   403)
             return
         offered = h.headers.get("Authorization") or ""
         scheme, _, value = offered.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self._token.encode()):
-            raise ChangeRefused(401, "unauthorized: send Authorization: Bearer <metrics.token> "
-                                     "(stream sources --token, or $STREAM_API_TOKEN)")
+            raise ControlError("unauthorized: send Authorization: Bearer <metrics.token> "
+                               "(stream sources --token, or $STREAM_API_TOKEN)", 401)
 
     def _route(self, h: GuardedHandler, method: str, path: str) -> tuple[int, dict[str, Any]]:
         one = _ONE.match(path)
@@ -91,7 +92,7 @@ class ControlApi:
                 return 200, {"sources": self.roster.sources()}
             if method == "POST":
                 return self.roster.add(_body(h), "POST /api/sources")
-            raise ChangeRefused(405, f"{method} {path}: use GET (list) or POST (add)")
+            raise ControlError(f"{method} {path}: use GET (list) or POST (add)", 405)
         if one is not None:
             sid = one.group(1)
             if method == "GET":
@@ -100,8 +101,8 @@ class ControlApi:
                 return self.roster.remove(sid)
             if method == "PATCH":
                 return self.roster.change(sid, _body(h), f"PATCH /api/sources/{sid}")
-            raise ChangeRefused(405, f"{method} {path}: use GET, PATCH or DELETE")
-        raise ChangeRefused(404, f"not found: {path[:80]} (GET /api/openapi.json lists the routes)")
+            raise ControlError(f"{method} {path}: use GET, PATCH or DELETE", 405)
+        raise ControlError(f"not found: {path[:80]} (GET /api/openapi.json lists the routes)", 404)
 
 
 def _body(h: GuardedHandler) -> Any:
@@ -109,17 +110,17 @@ def _body(h: GuardedHandler) -> Any:
     try:
         length = int(h.headers.get("Content-Length") or "0")
     except ValueError:
-        raise ChangeRefused(400, "Content-Length is not a number") from None
+        raise ControlError("Content-Length is not a number", 400) from None
     if length <= 0:
-        raise ChangeRefused(400, "the request has no body: send the source as a JSON object")
+        raise ControlError("the request has no body: send the source as a JSON object", 400)
     if length > MAX_BODY:
-        raise ChangeRefused(413, f"the body is {length} bytes; a source definition is at most {MAX_BODY}")
+        raise ControlError(f"the body is {length} bytes; a source definition is at most {MAX_BODY}", 413)
     raw = h.rfile.read(length)
     try:
         return yaml.safe_load(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         first = " ".join(str(exc).split())[:200]
-        raise ChangeRefused(400, f"the body is not a JSON or YAML object: {first}") from None
+        raise ControlError(f"the body is not a JSON or YAML object: {first}", 400) from None
 
 
 def _send(h: GuardedHandler, status: int, body: dict[str, Any]) -> None:

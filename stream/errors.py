@@ -69,6 +69,18 @@ class SupervisorError(StreamError):
     exit_code = 6
 
 
+class ControlError(StreamError):
+    """A request to the control API (stream.control) that cannot be done, with the HTTP
+    ``status`` it is answered with; in ``stream sources``, the API's answer or why it could
+    not be reached."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class FrameDropped(StreamError):
     """Raised inside a stage when a frame cannot be used (its shared-memory slot was overwritten)."""
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stream.config import Config, SourceConfig, with_source
-from stream.errors import ConfigError, SourceError, StreamError
+from stream.errors import ConfigError, ControlError, SourceError
 from stream.messages import Control, RosterEntry, encode_control
 from stream.redact import mask_url
 from stream.transport import FrameRing, run_prefix, shm_dir
@@ -50,12 +50,17 @@ _EXIT_TIMEOUT_S = 3.0
 RESULT_TIMEOUT_S = 90.0
 
 
-class ChangeRefused(StreamError):
-    """A runtime source change that cannot be made; ``status`` is the HTTP answer."""
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``patch``'s keys; nested mappings (``synthetic``, ``reconnect``) key by key."""
+    out = dict(base)
+    for key, value in patch.items():
+        old = out.get(key)
+        out[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+
+def _unknown(source_id: str) -> ControlError:
+    return ControlError(f"no source {source_id!r} in this run (GET /api/sources lists them)", 404)
 
 
 @dataclass
@@ -96,7 +101,7 @@ class RosterChanges:
         sup = self.sup
         s = next((c for c in sup.config.sources if c.id == source_id), None)
         if s is None:
-            raise ChangeRefused(404, f"no source {source_id!r} in this run (GET /api/sources lists them)")
+            raise _unknown(source_id)
         with sup._lock:
             cap = next((p for p in sup.procs if p.name == f"capture:{source_id}"), None)
             drops: dict[str, int] = {}
@@ -121,8 +126,8 @@ class RosterChanges:
         self._check_allowed()
         sid = definition.get("id") if isinstance(definition, dict) else None
         if isinstance(sid, str) and any(s.id == sid for s in self.sup.config.sources):
-            raise ChangeRefused(409, f"source {sid!r} exists already: change it (PATCH /api/sources/{sid}, "
-                                     f"`stream sources change {sid}`) or remove it first")
+            raise ControlError(f"source {sid!r} exists already: change it (PATCH /api/sources/{sid}, "
+                               f"`stream sources change {sid}`) or remove it first", 409)
         new_config = self._validate(definition, label, None)
         s = new_config.sources[-1]
         self._check_shard(s.id)
@@ -133,31 +138,31 @@ class RosterChanges:
         sources = self.sup.config.sources
         index = next((i for i, s in enumerate(sources) if s.id == source_id), None)
         if index is None:
-            raise ChangeRefused(404, f"no source {source_id!r} in this run (GET /api/sources lists them)")
+            raise _unknown(source_id)
         if not isinstance(patch, dict):
             raise ConfigError(f"config error in {label}: a change is a mapping of the keys to change, "
                               f"e.g. {{fps: 5}} (got {type(patch).__name__})")
         if "id" in patch and patch["id"] != source_id:
             raise ConfigError(f"config error in {label}: sources.{index}.id: cannot be changed (got "
                               f"{patch['id']!r}); add a source with the new id and remove this one")
-        merged = {**sources[index].model_dump(mode="json", exclude_unset=True), **patch, "id": source_id}
+        merged = _merge(sources[index].model_dump(mode="json", exclude_unset=True), {**patch, "id": source_id})
         s = self._validate(merged, label, index).sources[index]
         return self._submit(_Op("change", source_id, s, self._slot_bytes(s)))
 
     def remove(self, source_id: str) -> tuple[int, dict[str, Any]]:
         self._check_allowed()
         if not any(s.id == source_id for s in self.sup.config.sources):
-            raise ChangeRefused(404, f"no source {source_id!r} in this run (GET /api/sources lists them)")
+            raise _unknown(source_id)
         return self._submit(_Op("remove", source_id))
 
     def _check_allowed(self) -> None:
         sup = self.sup
         if sup.split is not None:
-            raise ChangeRefused(409, "sources cannot be changed at runtime on a split pipeline (split: in the "
-                                     "config): the other host's stages would not know them; edit the config "
-                                     "and restart both parts")
+            raise ControlError("sources cannot be changed at runtime on a split pipeline (split: in the config): "
+                               "the other host's stages would not know them; edit the config and restart both "
+                               "parts", 409)
         if sup._stopping:
-            raise ChangeRefused(503, f"the run is stopping ({sup._stopping}): no source can be changed now")
+            raise ControlError(f"the run is stopping ({sup._stopping}): no source can be changed now", 503)
 
     def _check_shard(self, source_id: str) -> None:
         shard = self.sup.shard
@@ -167,9 +172,9 @@ class RosterChanges:
 
         home = owner(source_id, shard.count)
         if home != shard.index:
-            raise ChangeRefused(409, f"source {source_id!r} belongs to shard {home}/{shard.count} (rendezvous "
-                                     f"hashing of its id), not to this one ({shard}): add it through that "
-                                     "pipeline's API, or to the config that every shard reads")
+            raise ControlError(f"source {source_id!r} belongs to shard {home}/{shard.count} (rendezvous hashing "
+                               f"of its id), not to this one ({shard}): add it through that pipeline's API, or "
+                               "to the config that every shard reads", 409)
 
     def _validate(self, definition: Any, label: str, index: int | None) -> Config:
         from stream.stages import check_pipeline

@@ -257,6 +257,24 @@ async function main() {
   window.addEventListener("hashchange", route);
   route();
   setInterval(tick, 500);
+  setInterval(refreshSources, 2000);
+}
+
+// sources added or removed at runtime (the control API): the wall follows without a reload
+async function refreshSources() {
+  let fresh;
+  try {
+    const response = await fetch(withQuery("/api/sources"), { cache: "no-store" });
+    if (!response.ok) return;
+    fresh = (await response.json()).sources;
+  } catch (err) {
+    return;
+  }
+  const ids = (list) => list.map((s) => s.id).join(",");
+  if (ids(fresh) === ids(sources)) return;
+  sources = fresh;
+  const main = document.getElementById("sources");
+  if (!main.hidden && main.className === "wall") showWall();
 }
 
 main();

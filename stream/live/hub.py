@@ -137,6 +137,17 @@ class LiveHub:
             ch.state = state  # kept as the source's newest event: a wall opened later sees it too
             self._publish_event(source, {"source": source, "source_state": state})
 
+    def set_sources(self, sources: Sequence[str]) -> None:
+        """The run's sources changed at runtime (the control API): a new one is served from
+        now on; a removed one is no longer listed or served (a client already on it keeps
+        its channel until it leaves)."""
+        channels = dict(self._channels)
+        for source in sources:
+            channels.setdefault(source, _Channel(source))
+        self._channels = channels  # swapped whole: HTTP threads read it without a lock
+        self.sources = tuple(sources)
+        self._bump_updates()
+
     def end_source(self, source: str) -> None:
         ch = self._channels.get(source)
         if ch is None:
@@ -240,7 +251,7 @@ class LiveHub:
         return self._closing
 
     def has_source(self, source: str) -> bool:
-        return source in self._channels
+        return source in self.sources
 
     def viewers(self, source: str) -> int:
         return self._channels[source].viewers
@@ -291,7 +302,9 @@ class LiveHub:
             seen = self._updates_version
         pictures: list[tuple[str, Jpeg]] = []
         for source in sources:
-            ch = self._channels[source]
+            ch = self._channels.get(source)
+            if ch is None:
+                continue
             with ch.cond:
                 if ch.jpeg is not None and ch.jpeg_version != sent.get(source, 0):
                     sent[source] = ch.jpeg_version
@@ -333,7 +346,7 @@ class LiveHub:
                 "ended": ch.ended,
                 "state": ch.state,
             }
-            for ch in self._channels.values()
+            for ch in (self._channels[s] for s in self.sources)
         ]
 
     def close(self) -> None:

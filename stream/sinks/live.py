@@ -32,7 +32,7 @@ from stream.errors import ConfigError
 from stream.httpd import is_loopback
 from stream.live.hub import LiveHub
 from stream.live.server import LiveServer
-from stream.messages import Frame
+from stream.messages import Frame, RosterEntry
 from stream.objects import COCO_CLASSES, class_names_of
 from stream.sections.sinks import LiveConfig
 
@@ -116,6 +116,10 @@ class LiveSink:
 
     def end_source(self, source: str) -> None:
         self.hub.end_source(source)
+
+    def set_sources(self, roster: Sequence[RosterEntry]) -> None:
+        """Sources added or removed at runtime: the wall shows the run's sources now."""
+        self.hub.set_sources([e.source for e in roster])
 
     def source_states(self, states: dict[str, str]) -> None:
         """The supervisor's capture states; each tile shows its source's."""

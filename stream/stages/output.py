@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stream.config import Config
-from stream.messages import EndOfStream, Frame, Reset, SourceReport
+from stream.messages import EndOfStream, Frame, Reset, RosterEntry, SourceReport
 from stream.sinks import MAX_CONSECUTIVE_FAILURES, Sink
 from stream.stage import LatencyWindow, StageBase
 from stream.summary import RECENT_KEPT
@@ -118,6 +118,21 @@ class OutputStage(StageBase):
                     show(states)
                 except Exception as exc:  # noqa: BLE001
                     log.error("sink %s failed to take the source states: %s", sink.name, exc)
+
+    def set_sources(self, roster: Sequence[RosterEntry]) -> None:
+        """The run's sources changed at runtime (stream.roster): a source added again after
+        its removal starts its report afresh; sinks that list sources (the live view) follow."""
+        for e in roster:
+            st = self._stats.get(e.source)
+            if st is not None and st.frames >= 0:  # it ended before: this is a new stream
+                del self._stats[e.source]
+        for sink in self.sinks:
+            follow = getattr(sink, "set_sources", None)
+            if follow is not None:
+                try:
+                    follow(roster)
+                except Exception as exc:  # noqa: BLE001
+                    log.error("sink %s failed to take the new sources: %s", sink.name, exc)
 
     def end_source(self, source: str) -> None:
         for sink in self.sinks:

@@ -12,6 +12,7 @@ cap, or a box with no area) has an empty crop and kind 2 ("none").
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.config import Config
-from stream.messages import Frame
+from stream.messages import Frame, RosterEntry
 from stream.objects import ObjectMasks
 from stream.sections.stages import SegmentConfig
 from stream.stage import StageBase
@@ -170,6 +171,10 @@ class SegmentStage(StageBase):
         held = np.array([i for i, t in enumerate(ids) if store.get(int(t)) is not None], np.int64)
         if held.size:
             store.propagate(ids[held], plan.boxes[held])
+
+    def set_sources(self, roster: Sequence[RosterEntry]) -> None:
+        """Sources added at runtime: async keyframes ('auto') follow which are live."""
+        self.live_sources = frozenset(e.source for e in roster if e.live)
 
     def end_source(self, source: str) -> None:
         self.stores.pop(source, None)
