@@ -303,9 +303,10 @@ class Config(_Model):
     @classmethod
     def _unique_ids(cls, v: list[SourceConfig]) -> list[SourceConfig]:
         seen: set[str] = set()
-        for s in v:
+        for i, s in enumerate(v):
             if s.id in seen:
-                raise ValueError(f"source id {s.id!r} is used twice")
+                # raised directly: pydantic's message would quote every source, urls and passwords too
+                raise ConfigError(f"config error: sources.{i}.id: source id {s.id!r} is used twice")
             seen.add(s.id)
         return v
 

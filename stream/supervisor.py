@@ -109,6 +109,7 @@ class Supervisor:
         self._sent_states_at = 0.0
         self._health_window = HealthWindow(config.supervisor.health_window_s)
         self._captures_started = False
+        self._spare: subprocess.Popen[bytes] | None = None  # a capture worker kept ready (keep_spare)
         self.shard = shard  # stream.shard.Shard of a --shard run (the control API adds only its own sources)
         self.roster = RosterChanges(self, env if env is not None else {})
         self.rings_by_source: dict[str, FrameRing] = {}
@@ -246,9 +247,12 @@ class Supervisor:
     # --- process control -------------------------------------------------------
     def _spawn(self, proc: Proc) -> None:
         request = {**proc.request, "log_level": self.log_level}
-        # stdout belongs to the run's summary (and --json reports): workers write to stderr
-        proc.popen = subprocess.Popen([sys.executable, "-m", "stream.worker"], stdin=subprocess.PIPE,
-                                      stdout=2, env=self._worker_env)
+        spare = self._spare
+        if proc.is_capture and spare is not None and spare.poll() is None:
+            proc.popen, self._spare = spare, None  # its imports are done: it starts capturing at once
+            self.keep_spare()
+        else:
+            proc.popen = self._worker()
         assert proc.popen.stdin is not None
         proc.popen.stdin.write(json.dumps(request).encode())
         proc.popen.stdin.close()
@@ -257,6 +261,29 @@ class Supervisor:
         proc.hb = None
         proc.restart_at = None
         log.debug("started %s (pid %d)", proc.name, proc.popen.pid)
+
+    def _worker(self, *args: str) -> subprocess.Popen[bytes]:
+        # stdout belongs to the run's summary (and --json reports): workers write to stderr
+        return subprocess.Popen([sys.executable, "-m", "stream.worker", *args], stdin=subprocess.PIPE,
+                                stdout=2, env=self._worker_env)
+
+    def keep_spare(self) -> None:
+        """Keep one capture worker ready (imports done, waiting for its request) for a
+        camera added at runtime: it starts in well under the control API's 5 s even on a
+        busy host, where a fresh interpreter took 5-7 s to import PyAV and numpy (measured)."""
+        if self._spare is None and not self._stopping:
+            self._spare = self._worker("--spare")
+
+    def _end_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            assert spare.stdin is not None
+            spare.stdin.close()  # an empty request: it leaves
+            try:
+                spare.wait(_TERMINATE_GRACE_S)
+            except subprocess.TimeoutExpired:
+                spare.kill()
+                spare.wait()
 
     def request_stop(self, why: str) -> None:
         """Begin an ordered shutdown: sources stop, in-flight frames drain."""
@@ -304,6 +331,8 @@ class Supervisor:
                         elif self._stopping and p.popen is not None and p.popen.poll() is None:
                             p.popen.send_signal(signal.SIGTERM)  # stopped before any frame: nothing to drain
                     self._captures_started = True
+                    if self.config.metrics.enabled and self.config.metrics.api and self.split is None:
+                        self.keep_spare()
                 self._check_procs()
                 self._observe_health()
                 self._maybe_drain()
@@ -319,6 +348,7 @@ class Supervisor:
                     break
         finally:
             self.roster.cancel("the run is stopping")
+            self._end_spare()
             self._terminate_all()
         return self._summary(time.monotonic() - t0)
 

@@ -10,6 +10,10 @@ A stage that fails with a StreamError before it is ready (building it or its
 restarting: it reports the one-line error on the heartbeat channel and exits
 with ``STARTUP_EXIT_BASE + exit_code``; the supervisor then stops the run.
 Until ready, SIGTERM ends the process at once (see ``StopFlag``).
+
+``--spare``: import what a capture needs first, then wait for the request. The
+supervisor keeps one such process ready so that a camera added at runtime (the
+control API) starts capturing without paying for the imports (seconds on a busy host).
 """
 
 from __future__ import annotations
@@ -38,7 +42,14 @@ def _die_with_parent() -> None:
 def main() -> int:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor orchestrates Ctrl-C
-    request = json.loads(sys.stdin.read())
+    if "--spare" in sys.argv[1:]:
+        import stream.capture
+        import stream.config
+        import stream.sources.rtsp  # noqa: F401 — PyAV: what a camera's capture spends its start on
+    raw = sys.stdin.read()
+    if not raw:  # a spare the supervisor did not need
+        return 0
+    request = json.loads(raw)
     logging.basicConfig(
         level=getattr(logging, request.get("log_level", "info").upper()),
         format="%(asctime)s %(levelname)s [%(worker)s] %(name)s: %(message)s",

@@ -151,7 +151,8 @@ def test_rtsp_over_tcp_and_udp_flows_and_the_password_never_shows(tmp_path, rtsp
         )
     processes = [psutil.Process(run.proc.pid), *psutil.Process(run.proc.pid).children(recursive=True)]
     cmdlines = [" ".join(p.cmdline()) for p in processes]
-    assert sum("stream.worker" in c for c in cmdlines) == 5  # 3 captures, passthrough, output
+    assert sum("stream.worker" in c and "--spare" not in c for c in cmdlines) == 5  # 3 captures, passthrough, output
+    assert sum("stream.worker --spare" in c for c in cmdlines) == 1  # kept ready for a camera added at runtime
     for p in processes[1:]:  # the workers get the config on stdin: CAM_PASSWORD is not in their environment
         assert SECRET.encode() not in Path(f"/proc/{p.pid}/environ").read_bytes(), p.cmdline()
     run.stop()

@@ -23,10 +23,11 @@ import psutil
 import pytest
 import yaml
 
+from stream.cli import main
 from stream.client import EndRecord, FrameRecord, Subscriber
 from stream.config import load_config
 from stream.errors import ConfigError
-from tests.conftest import free_port, run_stream, stream_cmd, wait_for
+from tests.conftest import free_port, stream_cmd, wait_for
 from tests.integration.test_live_view import browser
 
 __all__ = ["browser"]  # the module-scoped Chromium fixture of test_live_view
@@ -116,10 +117,19 @@ def stop_run(proc: subprocess.Popen[str]) -> tuple[str, str]:
     return proc.communicate(timeout=60)
 
 
-def test_cameras_added_removed_and_changed_at_runtime(tmp_path: Path) -> None:
+def cli(capfd: Any, *args: str) -> tuple[int, str, str]:
+    """``stream sources …`` run in this process (the same parser and handler as the command,
+    without a fresh interpreter's seconds of imports): exit code, stdout, stderr."""
+    capfd.readouterr()
+    code = main(["sources", *args])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def test_cameras_added_removed_and_changed_at_runtime(tmp_path: Path, capfd: Any) -> None:
     proc, base, pub, root = start_run(tmp_path)
     records = Records(pub)
-    out = err = ""
+    summary = log_text = ""
     try:
         wait_for(lambda: len(records.frames.get("cam1", [])) >= 5, 60, "cam1's records")
         status, listed = api(base, "GET", "/api/sources")
@@ -153,15 +163,15 @@ def test_cameras_added_removed_and_changed_at_runtime(tmp_path: Path) -> None:
         wait_for(lambda: len(records.frames.get("cam2", [])) >= 10, 30, "ten frames of cam2")
 
         # list through the CLI
-        r = run_stream("sources", "--url", base, "--json", "list", timeout=60)
-        assert r.returncode == 0, r.stderr
-        rows = {s["id"]: s for s in json.loads(r.stdout)["sources"]}
+        code, out, err = cli(capfd, "--url", base, "--json", "list")
+        assert code == 0, err
+        rows = {s["id"]: s for s in json.loads(out)["sources"]}
         assert set(rows) == {"cam1", "cam2"} and rows["cam2"]["state"] == "streaming", rows
         assert rows["cam1"]["pid"] == cam1_pid and rows["cam2"]["fps"] > 0, rows
 
         # remove cam2 through the CLI: its capture is gone, its last segment plays, its stream ended
-        r = run_stream("sources", "--url", base, "remove", "cam2", timeout=60)
-        assert r.returncode == 0 and "removed cam2" in r.stdout, r.stderr
+        code, out, err = cli(capfd, "--url", base, "remove", "cam2")
+        assert code == 0 and "removed cam2" in out, err
         assert not psutil.pid_exists(cam2_pid) or psutil.Process(cam2_pid).status() == psutil.STATUS_ZOMBIE
         wait_for(lambda: records.ends.get("cam2") == 1, 10, "cam2's end record")
         cam2_seqs = records.frames["cam2"]
@@ -180,21 +190,29 @@ def test_cameras_added_removed_and_changed_at_runtime(tmp_path: Path) -> None:
         assert api(base, "GET", "/api/sources/cam2")[0] == 404
 
         # change cam1 (its fps): an end of stream, then a new stream from seq 0 by a new capture
-        r = run_stream("sources", "--url", base, "change", "cam1", "--set", "fps=20", timeout=60)
-        assert r.returncode == 0 and "changed cam1" in r.stdout, r.stderr
+        code, out, err = cli(capfd, "--url", base, "change", "cam1", "--set", "fps=20")
+        assert code == 0 and "changed cam1" in out, err
         wait_for(lambda: records.ends.get("cam1") == 1, 10, "cam1's end record")
         status, one = api(base, "GET", "/api/sources/cam1")
         assert one["source"]["fps_setting"] == 20 and one["source"]["pid"] != cam1_pid, one
         seqs = records.frames["cam1"]
         wait_for(lambda: seqs[-1] < n, 15, "cam1 from seq 0 again")
+
+        # with its last camera removed the run waits for the next one
+        assert api(base, "DELETE", "/api/sources/cam1")[0] == 200
+        assert api(base, "GET", "/api/sources") == (200, {"sources": []}) and proc.poll() is None
+        assert api(base, "POST", "/api/sources", {"id": "cam3", **CAM})[0] == 201
+        wait_for(lambda: len(records.frames.get("cam3", [])) >= 3, 15, "cam3's records")
     finally:
         records.close()
-        out, err = stop_run(proc)
-    assert proc.returncode == 0, err[-3000:]
-    assert "cam2" in out and "cam1" in out, out  # the summary lists the removed camera too
+        summary, log_text = stop_run(proc)
+    assert proc.returncode == 0, log_text[-3000:]
+    assert all(cam in summary for cam in ("cam1", "cam2", "cam3")), summary  # removed cameras are listed too
 
 
-def test_off_loopback_the_api_needs_its_token_and_the_wall_shows_a_new_camera(tmp_path: Path, browser: Any) -> None:
+def test_off_loopback_the_api_needs_its_token_and_the_wall_shows_a_new_camera(
+    tmp_path: Path, browser: Any, capfd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The control API bound off loopback: 401 without its token, 200 with it (the token
     never reaches a log line); a camera it adds appears on the live wall of an open page,
     without a reload."""
@@ -212,11 +230,14 @@ def test_off_loopback_the_api_needs_its_token_and_the_wall_shows_a_new_camera(tm
         assert api(base, "POST", "/api/sources", {"id": "cam2", **CAM})[0] == 401
         assert api(base, "GET", "/api/sources", token="wrong")[0] == 401
         assert api(base, "GET", "/api/openapi.json")[0] == 200  # the schema is public
-        r = run_stream("sources", "--url", base, "list", env={"STREAM_API_TOKEN": token}, timeout=60)
-        assert r.returncode == 0 and "cam1" in r.stdout and "streaming" in r.stdout, r.stderr
+        code, out, err = cli(capfd, "--url", base, "list")
+        assert code == 8 and "401: unauthorized" in err, err
 
         browser.get(f"http://127.0.0.1:{live_port}/")
         wait_for(lambda: _tile_state(browser, "cam1") == "streaming", 30, "cam1's tile streaming")
+        monkeypatch.setenv("STREAM_API_TOKEN", token)
+        code, out, err = cli(capfd, "--url", base, "list")
+        assert code == 0 and "cam1" in out and "streaming" in out, err
         browser.execute_script("window.__notReloaded = true;")
         status, added = api(base, "POST", "/api/sources", {"id": "cam2", **CAM}, token=token)
         assert status == 201, added
