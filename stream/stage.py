@@ -12,6 +12,8 @@ A stage is a small class built from its config section::
         def close(self) -> None
         # optional: def set_sources(self, roster: tuple[RosterEntry, ...]) -> None
         #   the run's sources changed at runtime (stream.control): every source now
+        # optional: def forget_source(self, source: str) -> None
+        #   a source removed at runtime has ended here: nothing of it needs to stay
 
 Sources can be added and removed while the run goes on (the control API): the
 supervisor publishes a ``Control('roster')`` and waits until every stage's heartbeat
@@ -425,6 +427,9 @@ class StageRunner:
         for per_source in (c.last_seq, c.age_buckets, c.age_sum_s, c.objects):
             per_source.pop(source, None)  # type: ignore[attr-defined]
         self._rings.forget(lambda name: name.endswith(f"-{source}.ring"))
+        forget = getattr(self.stage, "forget_source", None)  # e.g. the recorder's encoder thread
+        if forget is not None:
+            forget(source)
         log.info("stage %s: source=%s removed", self.spec.name, source)
         if hasattr(self, "hb"):
             self.hb.gone = tuple(sorted(self.gone))

@@ -226,6 +226,7 @@ class RecordSink:
         self.codec = codec or resolve_codec(config.encoder.codec, "record")
         self.skipped = 0
         self._recorders: dict[str, _SourceRecorder] = {}
+        self._retired: list[threading.Thread] = []  # closing the recorders of removed sources
         self._lock = threading.Lock()  # guards _open and retention (encoder threads share them)
         self._open: dict[str, Path] = {}
         self._last_retention = 0.0
@@ -275,7 +276,18 @@ class RecordSink:
         if source in self._recorders:
             self._recorders[source].worker.put_control(_END)
 
+    def forget_source(self, source: str) -> None:
+        """A source removed at runtime: its encoder thread ends once its last segment is
+        finalized (its end of stream is queued already), without holding up the pipeline."""
+        rec = self._recorders.pop(source, None)
+        if rec is not None:
+            ending = threading.Thread(target=rec.worker.close, name=f"record-{source}-end", daemon=True)
+            ending.start()
+            self._retired = [t for t in self._retired if t.is_alive()] + [ending]
+
     def close(self) -> None:
+        for ending in self._retired:
+            ending.join(30.0)
         for rec in self._recorders.values():
             rec.worker.close()
         self.maybe_retain(force=True)

@@ -134,6 +134,16 @@ class OutputStage(StageBase):
                 except Exception as exc:  # noqa: BLE001
                     log.error("sink %s failed to take the new sources: %s", sink.name, exc)
 
+    def forget_source(self, source: str) -> None:
+        """A source removed at runtime has ended: sinks free what they kept for it."""
+        for sink in self.sinks:
+            forget = getattr(sink, "forget_source", None)
+            if forget is not None:
+                try:
+                    forget(source)
+                except Exception as exc:  # noqa: BLE001
+                    log.error("source=%s sink %s failed to let it go: %s", source, sink.name, exc)
+
     def end_source(self, source: str) -> None:
         for sink in self.sinks:
             try:
