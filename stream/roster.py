@@ -90,6 +90,7 @@ class RosterChanges:
         self.leaving: set[str] = set()
         self._queue: deque[_Op] = deque()
         self._current: _Op | None = None
+        self._closed = ""  # why changes are no longer taken (the run ended)
         self._lock = threading.Lock()
 
     # --- the API's side ----------------------------------------------------------
@@ -197,6 +198,8 @@ class RosterChanges:
 
     def _submit(self, op: _Op) -> tuple[int, dict[str, Any]]:
         with self._lock:
+            if self._closed:
+                raise ControlError(f"{self._closed}: no source can be changed now", 503)
             self._queue.append(op)
         if not op.done.wait(RESULT_TIMEOUT_S):
             return 504, {"error": f"the {op.kind} of source {op.source_id!r} did not finish in "
@@ -208,6 +211,7 @@ class RosterChanges:
     def cancel(self, why: str) -> None:
         """The run ends: answer every waiting change."""
         with self._lock:
+            self._closed = why
             ops = [*([self._current] if self._current else []), *self._queue]
             self._queue.clear()
             self._current = None
