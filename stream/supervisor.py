@@ -33,7 +33,7 @@ import zmq
 from stream.config import Config
 from stream.errors import STARTUP_EXIT_BASE, ProtocolError, SupervisorError, error_for_exit_code
 from stream.health import HealthWindow, verdict
-from stream.messages import Control, Heartbeat, RunReport, decode_control, encode_control
+from stream.messages import LOADING, LOADING_STATES, Control, Heartbeat, RunReport, decode_control, encode_control
 from stream.metrics import MetricsServer
 from stream.sources import open_source
 from stream.split import SplitPlan, hop_curve, plan
@@ -335,6 +335,8 @@ class Supervisor:
         proc = next((p for p in self.procs if p.name == hb.stage), None)
         if proc is None or proc.popen is None or proc.popen.pid != hb.pid:
             return  # a late heartbeat from a process that was replaced
+        if hb.state == LOADING and (proc.hb is None or proc.hb.state != LOADING):
+            log.debug("%s is loading (pid %d)", proc.name, hb.pid)
         proc.hb = hb
         proc.last_hb = time.monotonic()
         self.ledger.add(hb.drops)
@@ -365,10 +367,18 @@ class Supervisor:
             assert p.popen is not None
             rc = p.popen.poll()
             if rc is None:
-                state = p.hb.state if p.hb else "starting"
-                limit = sup.startup_timeout_s if state == "starting" else sup.heartbeat_timeout_s
-                if now - p.last_hb > limit:
-                    log.error("%s sent no heartbeat for %.0f s; killing it", p.name, now - p.last_hb)
+                loading = p.hb is None or p.hb.state in LOADING_STATES
+                limit = (sup.startup_timeout_s if p.hb is None else sup.load_heartbeat_timeout_s if loading
+                         else sup.heartbeat_timeout_s)
+                if loading and now - p.started > sup.startup_timeout_s and p.hb is not None:
+                    log.error("%s is still loading %.0f s after it started (supervisor.startup_timeout_s); "
+                              "killing it", p.name, now - p.started)
+                    p.popen.kill()
+                    p.popen.wait()
+                    self._crashed(p, "still loading")
+                elif now - p.last_hb > limit:
+                    log.error("%s sent no heartbeat for %.0f s%s; killing it", p.name, now - p.last_hb,
+                              " while loading" if loading else "")
                     p.popen.kill()
                     p.popen.wait()
                     self._crashed(p, "no heartbeat")
@@ -448,7 +458,7 @@ class Supervisor:
                 return False
             if p.restart_at is not None or p.hb is None:
                 return True
-            return p.hb.state == "starting" or p.hb.busy_s > 0
+            return p.hb.state in LOADING_STATES or p.hb.busy_s > 0
 
         busy_now = any(busy(p) for p in self.procs)
         idle = now - self._last_progress[1]
