@@ -176,10 +176,12 @@ class SourceReport(msgspec.Struct, frozen=True):
 
 
 class RunReport(msgspec.Struct, frozen=True, tag="report"):
-    """Sent once by the last stage when every source ended."""
+    """Sent once by the last stage when every source ended. sinks: per sink, per source,
+    frames by outcome once the sinks are closed (see ``Heartbeat.sinks``)."""
 
     stage: str
     sources: tuple[SourceReport, ...]
+    sinks: dict[str, dict[str, dict[str, int]]] = {}
     version: int = SCHEMA_VERSION
 
 

@@ -33,13 +33,21 @@ import zmq
 from stream.config import Config
 from stream.errors import STARTUP_EXIT_BASE, ProtocolError, SupervisorError, error_for_exit_code
 from stream.health import HealthWindow, verdict
-from stream.messages import LOADING, LOADING_STATES, Control, Heartbeat, RunReport, decode_control, encode_control
+from stream.messages import (
+    LOADING,
+    LOADING_STATES,
+    Control,
+    Heartbeat,
+    RunReport,
+    decode_control,
+    encode_control,
+)
 from stream.metrics import MetricsServer
 from stream.sources import open_source
 from stream.split import SplitPlan, hop_curve, plan
 from stream.stages import STAGES, check_pipeline
 from stream.status import StatusLine
-from stream.summary import DropLedger, RunSummary, summarize_source
+from stream.summary import DropLedger, RunSummary, SinkTally, summarize_source
 from stream.transport import (
     Curve,
     CurveAuth,
@@ -90,6 +98,7 @@ class Supervisor:
         self.procs: list[Proc] = []
         self.ledger = DropLedger()  # counts + a bounded recent window: runs last weeks
         self.report: RunReport | None = None
+        self.sink_tally = SinkTally()  # what each sink wrote and dropped (heartbeats, the final report)
         self.rings: list[FrameRing] = []
         self.run_dir: Path | None = None
         self.metrics: MetricsServer | None = None
@@ -234,6 +243,7 @@ class Supervisor:
         proc.started = time.monotonic()
         proc.last_hb = proc.started
         proc.hb = None
+        self.sink_tally.replaced(proc.name)
         proc.restart_at = None
         log.debug("started %s (pid %d)", proc.name, proc.popen.pid)
 
@@ -320,6 +330,7 @@ class Supervisor:
                         self._on_heartbeat(msg)
                     elif isinstance(msg, RunReport):
                         self.report = msg
+                        self.sink_tally.update(msg.stage, msg.sinks)
             parts = recv_parts(self.hb_sock, 0)
 
     def _publish_source_states(self) -> None:
@@ -339,6 +350,7 @@ class Supervisor:
             log.debug("%s is loading (pid %d)", proc.name, hb.pid)
         proc.hb = hb
         proc.last_hb = time.monotonic()
+        self.sink_tally.update(proc.name, hb.sinks)
         self.ledger.add(hb.drops)
         for d in hb.drops:
             self._dropped[d.source] = self._dropped.get(d.source, 0) + d.last - d.first + 1
@@ -506,6 +518,7 @@ class Supervisor:
             read = (cap.hb.last_seq.get(s.id, -1) + 1) if cap and cap.hb else 0
             sources.append(summarize_source(reports.get(s.id), s.id, read, self.ledger,
                                             self._source_states.get(s.id, "done"), stopped=bool(self._stopping)))
+            sources[-1].sinks = self.sink_tally.of_source(s.id)
         return RunSummary(sources, {p.name: p.restarts for p in self.procs}, wall_s,
                           random_weights=self.config.random_weights, stopped_by=self._stopping or "end of input")
 
@@ -536,7 +549,8 @@ class Supervisor:
             output = next((p.hb for p in self.procs if p.name == "output"), None)
             ages = {src: (counts, output.age_sum_s.get(src, 0.0)) for src, counts in output.age_buckets.items()} \
                 if output else {}
-            return {"stages": stages, "drops": drops, "sources": dict(self._source_states), "frame_age": ages}
+            return {"stages": stages, "drops": drops, "sources": dict(self._source_states), "frame_age": ages,
+                    "sinks": self.sink_tally.totals()}
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(answer 200, body) for /healthz; see stream.health for the verdicts."""
