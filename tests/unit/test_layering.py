@@ -50,7 +50,7 @@ def _hits(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
 
 
 PIPELINE = ("stream.stages", "stream.sinks", "stream.sources", "stream.models", "stream.masks",
-            "stream.supervisor", "stream.worker", "stream.capture", "stream.stage", "stream.transport",
+            "stream.supervisor", "stream.worker", "stream.capture", "stream.stage", "stream.runtime", "stream.transport",
             "stream.cli", "stream.commands", "stream.bench", "stream.eval", "stream.render", "stream.live")  # fmt: skip
 
 
@@ -64,7 +64,7 @@ def test_stages_sources_and_sinks_never_reach_up_to_the_supervisor_or_the_cli() 
 
 
 def test_models_and_masks_open_no_sockets_and_know_no_stages() -> None:
-    forbidden = ("zmq", "socket", "stream.transport", "stream.stages", "stream.stage", "stream.sinks",
+    forbidden = ("zmq", "socket", "stream.transport", "stream.stages", "stream.stage", "stream.runtime", "stream.sinks",
                  "stream.supervisor")  # fmt: skip
     assert _hits(_modules("models", "masks"), forbidden) == []
 
