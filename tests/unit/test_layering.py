@@ -82,3 +82,11 @@ def test_the_scanner_sees_imports_inside_functions() -> None:
     stage imports the annotator and the jsonl sink inside ``build``."""
     seen = _imports(PKG / "stages" / "output.py")
     assert {"stream.render.build_annotator", "stream.sinks.jsonl.JsonlSink", "stream.config"} <= seen
+
+
+def test_the_publish_sink_and_the_client_share_the_record_schema_not_each_other() -> None:
+    """The schema lives in stream.published; the sinks never import the consumers' client."""
+    assert _hits(_modules("sinks"), ("stream.client",)) == []
+    forbidden = ("stream.client", "stream.sinks", "stream.stages", "stream.models", "stream.transport", "torch", "cv2")
+    assert _hits(_modules("published"), forbidden) == []
+    assert "stream.published" in _imports(PKG / "sinks" / "publish.py")
