@@ -7,7 +7,7 @@ judges the process by its heartbeats (a frozen process is still noticed) and bou
 load by its own deadline (``supervisor.startup_timeout_s``), not by heartbeat silence.
 
 SIGTERM keeps its default action meanwhile: a loading stage has no frame to finish and
-ends at once (see ``stream.stage.StopFlag``).
+ends at once (see ``stream.runtime.StopFlag``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 
 from stream.messages import LOADING
-from stream.stage import Counters, Heartbeater
+from stream.runtime import Counters, Heartbeater
 from stream.transport import Curve, open_socket
 
 
