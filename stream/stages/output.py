@@ -45,8 +45,14 @@ class OutputStage(StageBase):
         self._failures = {s.name: 0 for s in self.sinks}
         self._stats: dict[str, _SourceStats] = {}
 
+    def process_batch(self, frames: Sequence[Frame]) -> list[Frame | None]:
+        """Every frame to the sinks (the runner stamped it on arrival); each is delivered as it came."""
+        for frame in frames:
+            self.write(frame)
+        return list(frames)
+
     def write(self, frame: Frame) -> None:
-        """Called by the runner with the stamped frame (after ``process``)."""
+        """One frame: counted for the summary, then handed to every sink (a ``stream.stage.Reporter``)."""
         now = time.time_ns()
         st = self._stats.setdefault(frame.source, _SourceStats())
         seq = frame.seq
