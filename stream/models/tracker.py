@@ -198,20 +198,6 @@ class SourceTracker:
             high_conf_det_threshold=p.high_conf_det_threshold,
         )
 
-    @property
-    def held_tracks(self) -> int:
-        """Tracks held in memory (confirmed, lost and tentative) plus this wrapper's own bookkeeping.
-
-        At most about ``2 × detections per frame × (max_frames_lost + 2)``: a track that
-        goes unmatched longer than ``max_frames_lost`` frames is dropped and reported finished.
-        """
-        return len(self._tracker.tracks) + len(self._held_confirmed)
-
-    @property
-    def last_track_id(self) -> int:
-        """The largest track id reported so far (0 before the first)."""
-        return self._max_reported
-
     def update(
         self, boxes: Any, scores: Any, class_ids: Any, timestamp: float | None = None
     ) -> TrackedObjects:
