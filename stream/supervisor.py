@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from stream.split import SplitPlan, hop_curve, plan
 from stream.stages import STAGES, check_pipeline
 from stream.status import StatusLine
 from stream.summary import DropLedger, RunSummary, summarize_source
-from stream.transport.endpoints import check_tcp_port_free
+from stream.transport.endpoints import check_tcp_port_free, free_port
 from stream.transport.keys import Curve, run_curve_keys
 from stream.transport.ring import FrameRing, shm_dir
 from stream.transport.runfiles import remove_stale_run_files, run_prefix
@@ -157,9 +156,7 @@ class Supervisor:
             port = t.tcp_base_port + len(getattr(self, "_ports", []))
             check_tcp_port_free(t.tcp_host, port, "transport.tcp_base_port")
         else:
-            with socket.socket() as s:
-                s.bind((t.tcp_host, 0))
-                port = s.getsockname()[1]
+            port = free_port(t.tcp_host)
         self._ports = [*getattr(self, "_ports", []), port]
         return f"tcp://{t.tcp_host}:{port}"
 

@@ -42,6 +42,14 @@ class Endpoint:
 
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago (the OS picked it), for a server
+    that binds it later: another process may take it in between."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def check_tcp_port_free(host: str, port: int, key: str) -> None:
     """Raise TransportError naming ``key`` when host:port cannot be bound."""
     if port == 0:
