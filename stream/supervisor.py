@@ -29,6 +29,7 @@ from typing import Any
 
 import zmq
 
+from stream.backoff import doubling
 from stream.config import Config
 from stream.errors import STARTUP_EXIT_BASE, ProtocolError, SupervisorError, error_for_exit_code
 from stream.health import HealthWindow, verdict
@@ -399,7 +400,7 @@ class Supervisor:
                 f"stage {p.name} crashed {len(p.crashes)} times in {sup.crash_window_s:.0f} s (last: {why}); "
                 "stopping the run — see the log lines above for its error"
             )
-        backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2 ** (len(p.crashes) - 1))
+        backoff = doubling(len(p.crashes), sup.restart_backoff_s, sup.restart_backoff_max_s)
         log.error("%s crashed (%s); restarting in %.1f s", p.name, why, backoff)
         p.restart_at = now + backoff
 
