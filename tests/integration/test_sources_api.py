@@ -167,7 +167,8 @@ def test_cameras_added_removed_and_changed_at_runtime(tmp_path: Path, capfd: Any
         assert code == 0, err
         rows = {s["id"]: s for s in json.loads(out)["sources"]}
         assert set(rows) == {"cam1", "cam2"} and rows["cam2"]["state"] == "streaming", rows
-        assert rows["cam1"]["pid"] == cam1_pid and rows["cam2"]["fps"] > 0, rows
+        assert rows["cam1"]["pid"] == cam1_pid and rows["cam2"]["frames"] > 0, rows
+        wait_for(lambda: api(base, "GET", "/api/sources/cam2")[1]["source"]["fps"] > 5, 10, "cam2's fps")
 
         # remove cam2 through the CLI: its capture is gone, its last segment plays, its stream ended
         code, out, err = cli(capfd, "--url", base, "remove", "cam2")
