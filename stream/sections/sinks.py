@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_serializer, field_validator
 from stream.errors import ConfigError
 from stream.redact import mask_url
 from stream.sections.base import StrictModel
+from stream.sections.mqtt import MqttConfig
 
 
 class EncoderConfig(StrictModel):
@@ -150,13 +151,11 @@ class SinksConfig(StrictModel):
     record: RecordConfig | None = None
     live: LiveConfig | None = None
     restream: RestreamConfig | None = None
-    # Still an untyped mapping, validated when the output stage builds the sink: its model
-    # (stream.sinks.mqtt.MqttConfig) is to move here like the others, ``MqttConfig | None``.
-    mqtt: dict[str, Any] = {}
+    mqtt: MqttConfig | None = None
     # A new sink adds its section here (typed, ``X | None = None``) and its module to
     # stream.stages.output.SINK_MODULES.
 
-    @field_validator("publish", "record", "live", "restream", mode="before")
+    @field_validator("publish", "record", "live", "restream", "mqtt", mode="before")
     @classmethod
     def _empty_is_off(cls, v: Any) -> Any:
         return None if v is None or (isinstance(v, dict) and not v) else v

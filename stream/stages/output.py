@@ -173,11 +173,7 @@ def build(config: Config) -> OutputStage:
         sinks.append(JsonlSink(Path(config.sinks.jsonl.path)))
     for name, module in SINK_MODULES.items():
         section = getattr(config.sinks, name)
-        if isinstance(section, dict):  # a sink whose section is not typed yet
-            on = bool(section) and section.get("enabled", True)
-        else:
-            on = section is not None and section.enabled
-        if on:
+        if section is not None and section.enabled:
             sinks.append(import_module(module).build(section, config))
     annotator = None
     if any(getattr(s, "wants_annotated", False) for s in sinks):
