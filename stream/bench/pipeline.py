@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import shutil
 import signal
 import tempfile
@@ -190,7 +189,6 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
 def _config(
     args: argparse.Namespace, plan: dict[str, Any], n: int, endpoint: str, record_dir: str | None
 ) -> dict[str, Any]:
-    from stream.models.weights import cache_dir
 
     w, h = plan["size"]
     sources = []
@@ -208,7 +206,7 @@ def _config(
     return {
         "name": "bench-pipeline",
         "random_weights": True,
-        "cache_dir": str(cache_dir(os.environ)),
+        "cache_dir": str(args.cache_root),
         "sources": sources,
         "pipeline": ["detect", "track", "segment"],
         "detect": {

@@ -64,7 +64,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace, record_dir: str) -> dict[str, Any]:
     from stream import random_weights
-    from stream.models.weights import cache_dir
 
     w, _, h = args.resolution.lower().partition("x")
     if not (w.isdigit() and h.isdigit()):
@@ -72,7 +71,7 @@ def _config(args: argparse.Namespace, record_dir: str) -> dict[str, Any]:
     sources = [{"id": f"s{i:02d}", "type": args.source, "live": True, "fps": args.fps,
                 "synthetic": {"width": int(w), "height": int(h), "seed": i}} for i in range(args.streams)]
     cfg: dict[str, Any] = {
-        "name": "bench-soak", "random_weights": True, "cache_dir": str(cache_dir(os.environ)),
+        "name": "bench-soak", "random_weights": True, "cache_dir": str(args.cache_root),
         "sources": sources,
         "sinks": {"publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "hwm": 1000},
                   "record": {"root": record_dir}},
