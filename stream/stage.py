@@ -81,6 +81,8 @@ class Reporter(Protocol):
 
     def reports(self) -> tuple[SourceReport, ...]: ...
 
+    def close(self) -> None: ...
+
 
 class StageBase:
     """Convenience base: per-frame ``process``; override what you need."""
@@ -141,7 +143,7 @@ class StageRunner:
         self.stage = stage
         self.spec = spec
         self.reporter = sent if spec.output is not None else stage if isinstance(stage, Reporter) else None
-        self.counters = Counters()
+        self.counters = Counters(sink_outcomes=getattr(self.reporter, "sink_outcomes", None))
         self.latency = LatencyWindow()
         self.ended: set[str] = set()
         self.stop = StopFlag(armed=False)  # armed once the stage is ready (see run)
@@ -213,7 +215,11 @@ class StageRunner:
     def _finish(self) -> None:
         self.hb.state = "done"
         if self.reporter is not None:
-            self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.reporter.reports())))
+            outcomes = getattr(self.reporter, "sink_outcomes", None)
+            if outcomes is not None:
+                self.reporter.close()  # the sinks write what they hold: their outcomes are final
+            self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.reporter.reports(),
+                                                  sinks=outcomes() if outcomes is not None else {})))
 
     def _wait_until_released(self) -> None:
         """ZeroMQ discards what a peer has not read yet when the sender disconnects, so a

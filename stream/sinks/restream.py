@@ -41,7 +41,8 @@ from stream.config import Config, validate_section
 from stream.messages import Frame, FrameHeader
 from stream.redact import Scrubber
 from stream.sections.sinks import RestreamConfig, SinksConfig, check_sink_sources, check_url
-from stream.sinks.background import BackgroundWorker
+from stream.sinks import WRITTEN
+from stream.sinks.background import QUEUE_FULL, BackgroundWorker
 from stream.sinks.h264 import (
     add_h264_stream,
     check_image,
@@ -101,12 +102,13 @@ class _Pusher:
             self.disconnect()
         if self.container is None:
             if time.monotonic() < self.next_attempt:
-                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}")
+                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}", reason="not connected")
                 return
             if not self.connect(h, size, tb):
-                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}")
+                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}", reason="not connected")
                 return
         if self.last_pts is not None and h.pts == self.last_pts:
+            self.worker.count_drop(h.source, h.seq, "its pts repeats the previous frame's", reason="repeated pts")
             return
         rel = h.pts - self.pts0
         key = self.last_key is None or (rel - self.last_key) * tb >= self.sink.config.keyframe_s
@@ -116,6 +118,7 @@ class _Pusher:
             for packet in self.stream.encode(video_frame(item.image, rel, tb, keyframe=key)):
                 self.container.mux(packet)
         except (av.FFmpegError, OSError) as exc:
+            self.worker.count_drop(h.source, h.seq, f"lost the connection to {self.masked}", reason="not connected")
             self.fail(f"lost the connection to {self.masked}: {self.scrub(exc)}", h)
             self.disconnect()
             return
@@ -209,7 +212,8 @@ class RestreamSink:
                 return  # one url, one source: the first one seen (build() checks the config)
             p = self._pushers[frame.source] = _Pusher(self, frame.source, self.url_for(frame.source))
         if p.worker.would_drop():
-            p.worker.count_drop(frame.source, frame.seq, "queue full, the encoder or the network is behind")
+            p.worker.count_drop(frame.source, frame.seq, "queue full, the encoder or the network is behind",
+                               reason=QUEUE_FULL)
             return
         p.worker.offer(_Item(frame.header, np.array(frame.image, copy=True)), frame.source, frame.seq)
 
@@ -232,6 +236,10 @@ class RestreamSink:
             s: {"frames": p.frames, "dropped": p.worker.dropped, "connects": p.connects}
             for s, p in self._pushers.items()
         }
+
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per source: frames pushed ("written") and dropped, by reason (see ``stream.sinks``)."""
+        return {s: {WRITTEN: p.frames, **p.worker.drops} for s, p in list(self._pushers.items())}
 
 
 def build(section: RestreamConfig | dict[str, Any], config: Config) -> RestreamSink:
