@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 
 from stream.errors import ConfigError
-from stream.sections.base import StrictModel
+from stream.sections.base import StrictModel, reveal, secret_text
 
 
 class MqttTlsConfig(StrictModel):
@@ -65,10 +65,7 @@ class MqttConfig(StrictModel):
     @field_validator("password", mode="before")
     @classmethod
     def _password_is_text(cls, v: Any) -> Any:
-        if v is not None and not isinstance(v, str | SecretStr):
-            # raised here, not as a ValueError: pydantic's message would quote the password
-            raise ConfigError("config error: sinks.mqtt.password: must be a string (quote it in YAML, or use ${ENV:NAME})")
-        return v
+        return secret_text(v, "sinks.mqtt.password")
 
     @model_validator(mode="after")
     def _password_needs_username(self) -> MqttConfig:
@@ -78,8 +75,7 @@ class MqttConfig(StrictModel):
 
     @field_serializer("password", when_used="json")
     def _reveal_password(self, v: SecretStr | None) -> str | None:
-        # JSON is how the config reaches the output worker (over stdin, never argv).
-        return v.get_secret_value() if v is not None else None
+        return reveal(v)
 
     @field_validator("host")
     @classmethod

@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_serializer, field_validator
 
 from stream.errors import ConfigError
 from stream.redact import mask_url
-from stream.sections.base import StrictModel
+from stream.sections.base import StrictModel, reveal, secret_text
 from stream.sections.mqtt import MqttConfig
 
 
@@ -92,17 +92,11 @@ class LiveConfig(StrictModel):
     @field_validator("token", mode="before")
     @classmethod
     def _token_is_text(cls, v: Any) -> Any:
-        if v is not None and not isinstance(v, str | SecretStr):
-            # raised here, not as a ValueError: pydantic's message would quote the token
-            raise ConfigError(
-                "config error: sinks.live.token: must be a string (quote it in YAML, or use ${ENV:NAME})"
-            )
-        return v
+        return secret_text(v, "sinks.live.token")
 
     @field_serializer("token", when_used="json")
     def _reveal_token(self, v: SecretStr | None) -> str | None:
-        # JSON is how the config reaches the output worker (over stdin, never argv).
-        return v.get_secret_value() if v is not None else None
+        return reveal(v)
 
 
 class RestreamConfig(StrictModel):
