@@ -216,8 +216,9 @@ class StageRunner:
         self.hb.state = "done"
         if self.reporter is not None:
             outcomes = getattr(self.reporter, "sink_outcomes", None)
-            if outcomes is not None:
-                self.reporter.close()  # the sinks write what they hold: their outcomes are final
+            close = getattr(self.reporter, "close", None)
+            if outcomes is not None and close is not None:
+                close()  # the sinks write what they hold: their outcomes are final
             self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.reporter.reports(),
                                                   sinks=outcomes() if outcomes is not None else {})))
 

@@ -76,12 +76,12 @@ def main() -> int:
         spec = WorkerSpec(**{**request["spec"], "sources": tuple(request["spec"]["sources"])})
         runner: StageRunner | None = None
         try:
-            with loading_heartbeat(request["spec"]):  # building loads models: minutes, under load
-                sent = None
-                if spec.report and spec.output is not None:  # upstream of a split: what crossed the hop
-                    from stream.stages.output import OutputStage
+            sent = None
+            if spec.report and spec.output is not None:  # upstream of a split: what crossed the hop
+                from stream.stages.output import OutputStage
 
-                    sent = OutputStage([])
+                sent = OutputStage([])
+            with loading_heartbeat(request["spec"]):  # building loads models: minutes, under load
                 runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec, sent=sent)
             return runner.run()
         except StreamError as exc:
