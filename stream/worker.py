@@ -83,7 +83,13 @@ def main() -> int:
                 sent = OutputStage([])
             with loading_heartbeat(request["spec"]):  # building loads models: minutes, under load
                 runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec, sent=sent)
-            return runner.run()
+            rc = runner.run()
+            # Done, sockets closed, last heartbeat sent: leave now. Interpreter shutdown after a model
+            # ran can take seconds (native threads), and a stage that ends by itself (upstream of a
+            # split) is still watched: silent that long, it was taken for frozen and killed.
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(rc)
         except StreamError as exc:
             if runner is not None and runner.ready:
                 raise
