@@ -49,8 +49,9 @@ def _mmap_large_buffers(threshold: int = 128 * 1024) -> None:
     process does exactly that: each record segment opens a new H.264 encoder (~7 MB of
     buffers at 320×240) and closes it at the rotation; ``stream bench soak`` measured its
     RSS growing 338–423 MB/h with 5 s segments, 48 MB/h with the threshold fixed. Setting
-    the threshold turns the dynamic adjustment off. Not glibc (musl, macOS): nothing to do."""
-    if not sys.platform.startswith("linux"):
+    the threshold turns the dynamic adjustment off. Not glibc (musl, macOS), or glibc's own
+    ``MALLOC_MMAP_THRESHOLD_`` set in the environment (it wins): nothing to do."""
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
     import ctypes
 
