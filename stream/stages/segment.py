@@ -63,6 +63,14 @@ class SegmentStage(StageBase):
         self._pool: ThreadPoolExecutor | None = None
         self.stale_keyframes = 0
 
+    def start(self) -> None:
+        """Warm up: SAM's first embedding and decoder call pay one-time costs (lazy imports,
+        oneDNN kernel selection); pay them now, not on a source's first keyframe."""
+        if not hasattr(self.segmenter, "embed"):
+            return
+        blank = np.zeros((240, 320, 3), np.uint8)
+        self._sam(blank, np.array([[8.0, 8.0, 120.0, 200.0]], np.float32))
+
     def _is_async(self, source: str) -> bool:
         mode = self.params.async_keyframes
         return mode == "always" or (mode == "auto" and source in self.live_sources)
