@@ -123,7 +123,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cpu-threads",
         type=int,
         default=None,
-        help="torch CPU threads of every worker and of the naive loop (OMP_NUM_THREADS; default torch's)",
+        help="intra-op threads of the detect and segment workers (detect.threads, segment.threads) and of "
+        "the naive loop (default: the stages' share of the cores, see stream.threads; the naive loop, one "
+        "process, torch's default: every core)",
     )
     p.add_argument(
         "--seed",
@@ -206,6 +208,9 @@ def _config(
     if record_dir:
         sinks["record"] = {"root": record_dir}
     chosen = _sections(args, plan)
+    if args.cpu_threads is not None:  # the stages set their own pools (stream.threads)
+        for section in ("detect", "segment"):
+            chosen[section]["threads"] = args.cpu_threads
     return {
         "name": "bench-pipeline",
         "random_weights": True,
@@ -447,7 +452,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         "detector": f"{plan['arch']}@{plan['input_size']}",
         "sam_model": sam,
         "budget_ms": args.budget_ms,
-        "cpu_threads": args.cpu_threads or "torch default",
+        "cpu_threads": _threads(args),
         **best["figures"],
     }
     if args.find_max:
@@ -470,6 +475,17 @@ def run(args: argparse.Namespace) -> BenchResult:
         fps = summary["naive_fps_without_annotate"]
         summary["ratio_without_annotate"] = summary["fps_total"] / fps if fps else float("nan")
     return BenchResult(rows=[_finite(r) for r in best["rows"]], summary=_finite(summary))
+
+
+def _threads(args: argparse.Namespace) -> dict[str, int]:
+    """Intra-op threads each part ran with: the detect and segment workers and the naive loop."""
+    import torch
+
+    from stream.threads import resolve
+
+    out = {stage: resolve(stage, args.cpu_threads) for stage in ("detect", "segment")}
+    out["naive"] = args.cpu_threads or torch.get_num_threads()
+    return out
 
 
 def _finite(value: Any) -> Any:

@@ -83,9 +83,11 @@ def build(config: Config) -> DetectStage:
     from stream.models.weights import artifacts_dir
     from stream.models.yolo_nas_detector import YoloNasDetector
     from stream.models.yolo_nas_export import load_yolo_nas
+    from stream.threads import apply, resolve
 
     p = params(config)
     ckpt = checkpoint_path(config)
+    apply(resolve("detect", p.threads))
     model = load_yolo_nas(
         p.model, cache_dir=artifacts_dir(config.cache_dir), checkpoint=ckpt, num_classes=p.num_classes,
         class_names=p.class_names, random_seed=p.random_seed if ckpt is None else None, device=p.device,

@@ -200,9 +200,11 @@ class _KeyframeJob:
 
 def build(config: Config) -> SegmentStage:
     from stream.models.sam import SamSegmenter, build_sam
+    from stream.threads import apply, resolve
 
     p = params(config)
     ckpt = checkpoint_path(config)
+    apply(resolve("segment", p.threads))
     model = build_sam(p.model, ckpt, random_seed=p.random_seed if ckpt is None else None, device=p.device)
     if ckpt is None:
         log.warning("segment: RANDOM WEIGHTS (SAM %s, seed %d): masks are not segmentations", p.model, p.random_seed)
