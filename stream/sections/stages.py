@@ -44,6 +44,8 @@ class DetectConfig(StrictModel):
     """model: YOLO-NAS size. weights: a registry name (``stream weights list``) or a
     checkpoint path; default the official COCO weights of ``model``. class_names:
     for a fine-tuned checkpoint (default COCO). classes: keep only these names.
+    runtime: 'auto' (ONNX Runtime on a CPU, TorchScript on CUDA), 'torchscript' or
+    'onnxruntime' (CPU only; see stream.models.yolo_nas_onnx).
     threads: intra-op threads of the detect process (default: half the cores, at
     least 1; see stream.threads)."""
 
@@ -60,6 +62,7 @@ class DetectConfig(StrictModel):
     max_batch: int = Field(8, ge=1, le=256)
     max_wait_ms: float = Field(5.0, ge=0)
     random_seed: int = 0
+    runtime: Literal["auto", "torchscript", "onnxruntime"] = "auto"
     threads: int | None = Field(None, ge=1, le=1024)
 
 
