@@ -86,6 +86,8 @@ class SegmentConfig(StrictModel):
     frame back: its masks arrive up to max_lag_frames later (older ones are discarded)
     and are moved to the boxes of the frame they land on; appearance_ncc: refresh when the box's
     content correlates less than this with the keyframe's; method: propagation between keyframes.
+    runtime: SAM's prompt encoder + mask decoder on 'auto' (ONNX Runtime on a CPU, torch
+    on CUDA), 'torch' or 'onnxruntime' (CPU only; see stream.models.sam_onnx).
     threads: intra-op threads of the segment process (default: a quarter of the cores, at
     least 1; see stream.threads)."""
 
@@ -102,4 +104,5 @@ class SegmentConfig(StrictModel):
     random_seed: int = 0
     async_keyframes: Literal["auto", "always", "never"] = "auto"
     max_lag_frames: int = Field(15, ge=1)
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
     threads: int | None = Field(None, ge=1, le=1024)

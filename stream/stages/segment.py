@@ -200,15 +200,20 @@ class _KeyframeJob:
 
 def build(config: Config) -> SegmentStage:
     from stream.models.sam import SamSegmenter, build_sam
+    from stream.models.sam_onnx import OrtSamDecoder, resolve_runtime
     from stream.threads import apply, resolve
 
     p = params(config)
     ckpt = checkpoint_path(config)
-    apply(resolve("segment", p.threads))
+    threads = resolve("segment", p.threads)
+    apply(threads)
     model = build_sam(p.model, ckpt, random_seed=p.random_seed if ckpt is None else None, device=p.device)
     if ckpt is None:
         log.warning("segment: RANDOM WEIGHTS (SAM %s, seed %d): masks are not segmentations", p.model, p.random_seed)
-    return stage_for(config, SamSegmenter(model), random_weights=ckpt is None)
+    decoder = None
+    if resolve_runtime(p.runtime, model.device) == "onnxruntime":
+        decoder = OrtSamDecoder.export(model, threads=threads)
+    return stage_for(config, SamSegmenter(model, decoder=decoder), random_weights=ckpt is None)
 
 
 def stage_for(config: Config, segmenter: object, *, random_weights: bool) -> SegmentStage:
