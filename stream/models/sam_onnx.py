@@ -8,18 +8,26 @@ back to back; outputs equal to 3e-7). ONNX Runtime fuses the many small
 transposes, adds, softmaxes and layer norms around the matmuls.
 
 ``OrtSamDecoder.export`` traces the model's own modules (box prompts only,
-one mask per box) with ``torch.onnx.export`` into memory when the stage starts (a
-few seconds; no file, so there is no cache to key or to go stale) and opens a
-session with ``threads`` intra-op threads, spinning off (see
-``stream.models.yolo_nas_onnx``). Multimask decoding stays on PyTorch.
+one mask per box) with ``torch.onnx.export`` (a few seconds) and opens a session with
+``threads`` intra-op threads, spinning off (see ``stream.models.yolo_nas_onnx``).
+``OrtSamDecoder.load`` does that through a cache folder: the file
+``sam_<arch>-decoder-<key[:16]>.onnx``, key = sha256 of the decoder's and prompt
+encoder's tensors (names, dtypes, shapes, bytes: the weights that are really loaded,
+~16 MB to hash, milliseconds), ``FORMAT``, ``OPSET`` and the torch and onnxruntime
+versions; written atomically. Multimask decoding stays on PyTorch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
+import os
+import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPSET = 17
+FORMAT = 1
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
@@ -92,27 +101,66 @@ class OrtSamDecoder:
     @classmethod
     def export(cls, model: SamModel, *, threads: int) -> OrtSamDecoder:
         """Export ``model``'s prompt encoder + mask decoder (CPU, fp32) and open a session."""
-        if model.device.type != "cpu":
-            raise ModelError(f"segment.runtime 'onnxruntime' runs on the CPU only, the model is on {model.device}")
-        grid = model.arch.img_size // model.arch.patch_size
-        features = torch.randn(1, 256, grid, grid, generator=torch.Generator().manual_seed(0))
-        boxes = torch.tensor([[8.0, 8.0, 96.0, 120.0], [30.0, 40.0, 200.0, 180.0]])
-        buf = io.BytesIO()
-        started = time.perf_counter()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about Python ints in segment-anything's code
-            torch.onnx.export(
-                _BoxDecoder(model.sam).eval(), (features, boxes), buf,  # type: ignore[arg-type]  # file-like works
-                dynamo=False, opset_version=OPSET,
-                input_names=["features", "boxes"], output_names=["low", "iou"],
-                dynamic_axes={"boxes": {0: "n"}, "low": {0: "n"}, "iou": {0: "n"}},
-            )
-        log.info("SAM %s decoder on ONNX Runtime (%d threads), exported in %.1f s",
-                 model.arch.name, threads, time.perf_counter() - started)
-        return cls(buf.getvalue(), threads=threads)
+        return cls(_export_bytes(model), threads=threads)
+
+    @classmethod
+    def load(cls, model: SamModel, cache_dir: Path, *, threads: int) -> OrtSamDecoder:
+        """``export`` through the cache in ``cache_dir`` (see the module docstring); a cached
+        file that cannot be opened is exported again."""
+        path = Path(cache_dir) / f"sam_{model.arch.name}-decoder-{decoder_key(model)[:16]}.onnx"
+        if path.is_file():
+            try:
+                return cls(path.read_bytes(), threads=threads)
+            except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own untyped errors
+                log.warning("cannot read the cached SAM decoder %s (%s); exporting it again", path, exc)
+        data = _export_bytes(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return cls(data, threads=threads)
 
     def __call__(self, features: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = np.ascontiguousarray(features.detach().cpu().numpy(), dtype=np.float32)
         b = np.ascontiguousarray(boxes.detach().cpu().numpy(), dtype=np.float32)
         low, iou = self.session.run(None, {"features": feats, "boxes": b})
         return torch.from_numpy(low), torch.from_numpy(iou)
+
+
+def decoder_key(model: SamModel) -> str:
+    """Hex sha256 of what the exported decoder depends on (see the module docstring)."""
+    import onnxruntime
+
+    h = hashlib.sha256(json.dumps({"format": FORMAT, "opset": OPSET, "arch": model.arch.name,
+                                   "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}).encode())
+    for part in (model.sam.prompt_encoder, model.sam.mask_decoder):
+        for name, t in part.state_dict().items():
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _export_bytes(model: SamModel) -> bytes:
+    """The ONNX bytes of ``model``'s prompt encoder + mask decoder (CPU, fp32)."""
+    if model.device.type != "cpu":
+        raise ModelError(f"segment.runtime 'onnxruntime' runs on the CPU only, the model is on {model.device}")
+    grid = model.arch.img_size // model.arch.patch_size
+    features = torch.randn(1, 256, grid, grid, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[8.0, 8.0, 96.0, 120.0], [30.0, 40.0, 200.0, 180.0]])
+    buf = io.BytesIO()
+    started = time.perf_counter()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints in segment-anything's code
+        torch.onnx.export(
+            _BoxDecoder(model.sam).eval(), (features, boxes), buf,  # type: ignore[arg-type]  # file-like works
+            dynamo=False, opset_version=OPSET,
+            input_names=["features", "boxes"], output_names=["low", "iou"],
+            dynamic_axes={"boxes": {0: "n"}, "low": {0: "n"}, "iou": {0: "n"}},
+        )
+    log.info("SAM %s decoder exported to ONNX in %.1f s", model.arch.name, time.perf_counter() - started)
+    return buf.getvalue()

@@ -212,7 +212,9 @@ def build(config: Config) -> SegmentStage:
         log.warning("segment: RANDOM WEIGHTS (SAM %s, seed %d): masks are not segmentations", p.model, p.random_seed)
     decoder = None
     if resolve_runtime(p.runtime, model.device) == "onnxruntime":
-        decoder = OrtSamDecoder.export(model, threads=threads)
+        from stream.models.weights import artifacts_dir
+
+        decoder = OrtSamDecoder.load(model, artifacts_dir(config.cache_dir), threads=threads)
     return stage_for(config, SamSegmenter(model, decoder=decoder), random_weights=ckpt is None)
 
 

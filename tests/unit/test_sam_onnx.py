@@ -72,3 +72,28 @@ def test_a_bad_runtime_names_its_dotted_key(override: str, message: str) -> None
     with pytest.raises(ConfigError) as err:
         load_config(None, overrides=[override], base=base)
     assert message in str(err.value)
+
+
+def test_decoder_cache_hit_other_weights_and_a_damaged_file(model, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from stream.models import sam_onnx
+
+    exports: list[str] = []
+    real = sam_onnx._export_bytes
+
+    def counting(m):  # type: ignore[no-untyped-def]
+        exports.append(m.arch.name)
+        return real(m)
+
+    monkeypatch.setattr(sam_onnx, "_export_bytes", counting)
+    first = OrtSamDecoder.load(model, tmp_path, threads=1)
+    OrtSamDecoder.load(model, tmp_path, threads=1)
+    assert len(exports) == 1  # the second load is a cache hit
+    (path,) = tmp_path.glob("sam_tiny-decoder-*.onnx")
+    other = build_sam("tiny", None, random_seed=3, device="cpu")
+    OrtSamDecoder.load(other, tmp_path, threads=1)
+    assert len(exports) == 2 and len(list(tmp_path.glob("*.onnx"))) == 2  # other weights, another file
+    path.write_bytes(b"damaged")
+    again = OrtSamDecoder.load(model, tmp_path, threads=1)
+    assert len(exports) == 3 and not list(tmp_path.glob("*.tmp"))
+    feats, b = torch.randn(1, 256, 16, 16), torch.tensor([[10.0, 10.0, 90.0, 120.0]])
+    torch.testing.assert_close(again(feats, b), first(feats, b))
