@@ -32,12 +32,13 @@ class PassthroughConfig(StrictModel):
     drop_every: drop (filter out) the frames whose seq is a multiple of it (1: all), as
     a filtering stage would; check_stamp: with a pattern source (at least 256 px wide),
     check that the pixels carry the frame's own seq (a mismatch is a counted error, the
-    frame dropped)."""
+    frame dropped); load_s: seconds its build takes, as a model load would (start-up tests)."""
 
     touch_pixels: bool = True
     delay_ms: float = Field(0.0, ge=0)
     drop_every: int = Field(0, ge=0)
     check_stamp: bool = False
+    load_s: float = Field(0.0, ge=0)
 
 
 class DetectConfig(StrictModel):
@@ -67,14 +68,15 @@ class DetectConfig(StrictModel):
 
 
 class TrackConfig(StrictModel):
-    """ByteTrack's parameters (see stream.models.tracker.TrackerParams)."""
+    """ByteTrack's parameters, the one place their rules live (``stream.models.tracker.TrackerParams``
+    is checked against this; see it for what each means)."""
 
     track_activation_threshold: float = Field(0.7, ge=0, le=1)
     high_conf_det_threshold: float = Field(0.6, ge=0, le=1)
     minimum_iou_threshold: float = Field(0.1, ge=0, le=1)
     lost_track_buffer: int = Field(30, ge=0)
     minimum_consecutive_frames: int = Field(2, ge=1)
-    frame_rate: float = Field(30.0, gt=0)
+    frame_rate: float = Field(30.0, gt=0, allow_inf_nan=False)
 
 
 class SegmentConfig(StrictModel):

@@ -47,7 +47,8 @@ from stream.config import Config, validate_section
 from stream.errors import StreamError
 from stream.messages import Frame, FrameHeader
 from stream.sections.sinks import RecordConfig, SinksConfig, check_sink_sources
-from stream.sinks.background import BackgroundWorker
+from stream.sinks import FAILED, NO_PIXELS, WRITTEN
+from stream.sinks.background import QUEUE_FULL, BackgroundWorker
 from stream.sinks.h264 import check_image, even_size, resolve_codec
 from stream.sinks.retention import apply_retention, new_segment_paths, source_dir
 from stream.sinks.segments import Segment
@@ -75,6 +76,7 @@ class _SourceRecorder:
         self.frames = 0
         self.segments = 0
         self.errors = 0
+        self.skipped = 0  # frames without pixels
         self.restamped = 0
         self._offset = 0  # added to source pts in this segment, grown at each backward step
         self._steps: deque[int] = deque(maxlen=16)  # the source's recent forward pts steps
@@ -251,6 +253,7 @@ class RecordSink:
             )
         if frame.image is None:
             self.skipped += 1
+            rec.skipped += 1
             if self.skipped == 1:
                 log.warning(
                     "source=%s seq=%d record: frame has no pixels; frames without pixels are not recorded",
@@ -260,7 +263,7 @@ class RecordSink:
             return
         check_image(frame.image, self.name, frame.source, frame.seq)
         if rec.worker.would_drop():  # don't copy pixels only to drop them
-            rec.worker.count_drop(frame.source, frame.seq, "queue full, the encoder is behind")
+            rec.worker.count_drop(frame.source, frame.seq, "queue full, the encoder is behind", reason=QUEUE_FULL)
             return
         rec.worker.offer(
             _Item(frame.header, frame.arrays, np.array(frame.image, copy=True)), frame.source, frame.seq
@@ -286,6 +289,19 @@ class RecordSink:
             s: {"frames": r.frames, "dropped": r.worker.dropped, "segments": r.segments}
             for s, r in self._recorders.items()
         }
+
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per source: frames in the recording ("written"), dropped by reason ("queue full";
+        "failed": the encoder or the file refused them; "no pixels"), see ``stream.sinks``."""
+        out: dict[str, dict[str, int]] = {}
+        for s, r in list(self._recorders.items()):
+            row = {WRITTEN: r.frames, **r.worker.drops}
+            if r.errors:
+                row[FAILED] = r.errors
+            if r.skipped:
+                row[NO_PIXELS] = r.skipped
+            out[s] = row
+        return out
 
     # -- called from encoder threads
 

@@ -36,11 +36,13 @@ from typing import Any
 import av
 import numpy as np
 
+from stream.backoff import Backoff
 from stream.config import Config, validate_section
 from stream.messages import Frame, FrameHeader
 from stream.redact import Scrubber
 from stream.sections.sinks import RestreamConfig, SinksConfig, check_sink_sources, check_url
-from stream.sinks.background import BackgroundWorker
+from stream.sinks import WRITTEN
+from stream.sinks.background import QUEUE_FULL, BackgroundWorker
 from stream.sinks.h264 import (
     add_h264_stream,
     check_image,
@@ -75,7 +77,7 @@ class _Pusher:
         self.last_pts: int | None = None
         self.last_key: int | None = None
         self.time_base = Fraction(1, 90000)
-        self.backoff = sink.config.retry_initial_s
+        self.retry = Backoff(sink.config.retry_initial_s, sink.config.retry_max_s, jitter=0.0)
         self.next_attempt = 0.0
         self.failures = 0
         self.frames = 0
@@ -100,12 +102,13 @@ class _Pusher:
             self.disconnect()
         if self.container is None:
             if time.monotonic() < self.next_attempt:
-                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}")
+                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}", reason="not connected")
                 return
             if not self.connect(h, size, tb):
-                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}")
+                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}", reason="not connected")
                 return
         if self.last_pts is not None and h.pts == self.last_pts:
+            self.worker.count_drop(h.source, h.seq, "its pts repeats the previous frame's", reason="repeated pts")
             return
         rel = h.pts - self.pts0
         key = self.last_key is None or (rel - self.last_key) * tb >= self.sink.config.keyframe_s
@@ -115,6 +118,7 @@ class _Pusher:
             for packet in self.stream.encode(video_frame(item.image, rel, tb, keyframe=key)):
                 self.container.mux(packet)
         except (av.FFmpegError, OSError) as exc:
+            self.worker.count_drop(h.source, h.seq, f"lost the connection to {self.masked}", reason="not connected")
             self.fail(f"lost the connection to {self.masked}: {self.scrub(exc)}", h)
             self.disconnect()
             return
@@ -123,7 +127,7 @@ class _Pusher:
         if self.failures:
             log.info("source=%s seq=%d restream: pushing to %s again", h.source, h.seq, self.masked)
             self.failures = 0
-            self.backoff = self.sink.config.retry_initial_s
+            self.retry.reset()
 
     def connect(self, h: FrameHeader, size: tuple[int, int], tb: Fraction) -> bool:
         cfg = self.sink.config
@@ -152,17 +156,17 @@ class _Pusher:
 
     def fail(self, what: str, h: FrameHeader) -> None:
         self.failures += 1
+        delay = self.retry.next()
         log.log(
             logging.ERROR if self.failures == 1 else logging.WARNING,
             "source=%s seq=%d restream: %s; retrying in %.1f s, frames are dropped meanwhile%s",
             h.source,
             h.seq,
             what,
-            self.backoff,
+            delay,
             f" (attempt {self.failures})" if self.failures > 1 else "",
         )
-        self.next_attempt = time.monotonic() + self.backoff
-        self.backoff = min(self.backoff * 2, self.sink.config.retry_max_s)
+        self.next_attempt = time.monotonic() + delay
 
     def scrub(self, exc: BaseException) -> str:
         """The error text without the url's credentials (FFmpeg errors quote the url)."""
@@ -208,7 +212,8 @@ class RestreamSink:
                 return  # one url, one source: the first one seen (build() checks the config)
             p = self._pushers[frame.source] = _Pusher(self, frame.source, self.url_for(frame.source))
         if p.worker.would_drop():
-            p.worker.count_drop(frame.source, frame.seq, "queue full, the encoder or the network is behind")
+            p.worker.count_drop(frame.source, frame.seq, "queue full, the encoder or the network is behind",
+                               reason=QUEUE_FULL)
             return
         p.worker.offer(_Item(frame.header, np.array(frame.image, copy=True)), frame.source, frame.seq)
 
@@ -231,6 +236,10 @@ class RestreamSink:
             s: {"frames": p.frames, "dropped": p.worker.dropped, "connects": p.connects}
             for s, p in self._pushers.items()
         }
+
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per source: frames pushed ("written") and dropped, by reason (see ``stream.sinks``)."""
+        return {s: {WRITTEN: p.frames, **p.worker.drops} for s, p in list(self._pushers.items())}
 
 
 def build(section: RestreamConfig | dict[str, Any], config: Config) -> RestreamSink:
