@@ -44,7 +44,7 @@ def test_available_cores_is_this_process_affinity() -> None:
     assert 1 <= available_cores() <= (len(__import__("os").sched_getaffinity(0)))
 
 
-def test_the_segment_process_runs_with_its_setting() -> None:
+def test_the_segment_process_runs_with_its_setting(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The stage's build sizes the process's pools (here down to the setting, 1; restored after)."""
     import cv2
     import torch
@@ -53,7 +53,7 @@ def test_the_segment_process_runs_with_its_setting() -> None:
 
     saved = torch.get_num_threads(), cv2.getNumThreads()
     cfg = load_config(None, overrides=["segment.threads=1"], base={
-        **BASE, "random_weights": True, "pipeline": ["detect", "track", "segment"],
+        **BASE, "random_weights": True, "pipeline": ["detect", "track", "segment"], "cache_dir": str(tmp_path),
         "segment": {"model": "tiny", "device": "cpu"}})
     try:
         torch.set_num_threads(2)
