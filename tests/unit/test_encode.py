@@ -146,3 +146,15 @@ def test_record_alone_encodes_the_picture_kind_it_asks_for(tmp_path: Path, annot
         assert pool.wants_annotated is annotated
     finally:
         stage.close()
+
+
+def test_an_encoder_that_cannot_open_logs_once_and_drops_frames(caplog: pytest.LogCaptureFixture) -> None:
+    c = Consumer()
+    pool = EncoderPool(annotated=True, encoder=EncoderConfig(), codec="no_such_encoder_here")
+    pool.add_consumer(c)
+    for seq in range(5):
+        pool.write(frame(seq))
+    pool.close()
+    assert c.packets == [] and pool._sources["cam0"].errors == 5
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "cannot encode" in r.getMessage()]
+    assert len(errors) == 1 and "source=cam0 seq=0" in errors[0].getMessage()
