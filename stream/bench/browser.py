@@ -14,6 +14,7 @@ Background throttling is off, so every window paints as if it were in front.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,8 +164,11 @@ class Browser:
             pass
 
 
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.2) -> Any:
-    """``check()``'s first truthy value within ``timeout_s``; StreamError naming ``what`` otherwise."""
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.2,
+             halt: threading.Event | None = None) -> Any:
+    """``check()``'s first truthy value within ``timeout_s``; StreamError naming ``what`` otherwise,
+    or at once when ``halt`` is set."""
+    halt = halt or threading.Event()
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()
@@ -172,4 +176,5 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, poll_s: floa
             return value
         if time.monotonic() > deadline:
             raise StreamError(f"stream bench live: timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
+        if halt.wait(poll_s):
+            raise StreamError(f"stream bench live: stopped while waiting for {what}")

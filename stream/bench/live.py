@@ -120,14 +120,16 @@ def _config(ids: list[str], size: tuple[int, int], fps: float, port: int, transp
     }
 
 
-def _with_pipeline(cfg: dict[str, Any], body: Callable[[Any], T], timeout_s: float) -> T:
-    """Run ``cfg`` through the real supervisor (this thread) while ``body(supervisor)`` runs in
-    another thread once every source streams; the pipeline stops when ``body`` returns."""
+def _with_pipeline(cfg: dict[str, Any], body: Callable[[Any, threading.Event], T], timeout_s: float) -> T:
+    """Run ``cfg`` through the real supervisor (this thread) while ``body(supervisor, halt)`` runs
+    in another thread once every source streams; the pipeline stops when ``body`` returns, and
+    ``halt`` is set when it stopped first (Ctrl-C, a failed stage)."""
     from stream.supervisor import Supervisor
 
     sup = Supervisor(load_config(None, base=cfg), log_level="warning")
     out: list[T] = []
     errors: list[BaseException] = []
+    halt = threading.Event()
 
     def worker() -> None:
         try:
@@ -139,8 +141,9 @@ def _with_pipeline(cfg: dict[str, Any], body: Callable[[Any], T], timeout_s: flo
                 if time.monotonic() > deadline:
                     raise StreamError(f"stream bench live: the sources did not stream within {timeout_s:.0f} s "
                                       f"(states: {states})")
-                time.sleep(0.2)
-            out.append(body(sup))
+                if halt.wait(0.2):
+                    return
+            out.append(body(sup, halt))
         except BaseException as exc:  # noqa: BLE001 — raised below, in the calling thread
             errors.append(exc)
         finally:
@@ -155,6 +158,7 @@ def _with_pipeline(cfg: dict[str, Any], body: Callable[[Any], T], timeout_s: flo
             signal.signal(sig, lambda signum, _f: sup.request_stop(signal.Signals(signum).name))
         sup.run()
     finally:
+        halt.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sup.close()
@@ -189,7 +193,7 @@ def _sweep(args: argparse.Namespace, browser: Callable[[], Browser], transport: 
     ids, port = ["cam00"], _free_port()
     live_url, tiles = f"http://127.0.0.1:{port}/", transport.tiles(ids)
 
-    def body(sup: Any) -> list[dict[str, Any]]:
+    def body(sup: Any, halt: threading.Event) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         viewers: list[Viewer] = []
         b = browser()
@@ -197,9 +201,9 @@ def _sweep(args: argparse.Namespace, browser: Callable[[], Browser], transport: 
             for n in counts:
                 while len(viewers) < n:
                     viewers.append(open_viewer(b, live_url, transport, ids, geometry.to_dict(), size[0],
-                                               args.timeout_s))
+                                               args.timeout_s, halt))
                 row = {"check": "viewers", "transport": transport.name, "resolution": label, "sources": 1,
-                       **measure(viewers, tiles, args.duration, port, _server_procs(sup), b)}
+                       **measure(viewers, tiles, args.duration, port, _server_procs(sup), b, halt)}
                 row["held"] = _held(row, args.fps, args)
                 rows.append(row)
                 log.info("bench live: %s %s %d viewer(s): %.1f fps, p50 %.0f ms, %.0f kB/s per viewer",
@@ -224,13 +228,13 @@ def _wall(args: argparse.Namespace, browser: Callable[[], Browser], transport: T
     ids, port = [f"cam{i:02d}" for i in range(args.wall)], _free_port()
     live_url = f"http://127.0.0.1:{port}/"
 
-    def body(sup: Any) -> dict[str, Any]:
+    def body(sup: Any, halt: threading.Event) -> dict[str, Any]:
         b = browser()
-        viewer = open_viewer(b, live_url, transport, ids, geometry.to_dict(), size[0], args.timeout_s)
+        viewer = open_viewer(b, live_url, transport, ids, geometry.to_dict(), size[0], args.timeout_s, halt)
         try:
             row = {"check": "wall", "transport": transport.name, "resolution": args.wall_resolution,
                    "sources": args.wall,
-                   **measure([viewer], ids, args.duration, port, _server_procs(sup), b)}
+                   **measure([viewer], ids, args.duration, port, _server_procs(sup), b, halt)}
         finally:
             b.close_viewer(viewer)
         row["held"] = _held(row, args.wall_fps, args)

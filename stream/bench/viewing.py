@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,7 +100,8 @@ def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def open_viewer(browser: Browser, live_url: str, transport: Transport, ids: Sequence[str],
-                geometry: dict[str, int], source_width: int, timeout_s: float) -> Viewer:
+                geometry: dict[str, int], source_width: int, timeout_s: float,
+                halt: threading.Event | None = None) -> Viewer:
     """A window on the transport's page for sources ``ids`` with the probe installed, once every
     tile has shown a stamped picture. live_url: the live view's root, e.g. http://127.0.0.1:8080/."""
     url, tiles = transport.page(live_url, ids), transport.tiles(ids)
@@ -108,7 +110,7 @@ def open_viewer(browser: Browser, live_url: str, transport: Transport, ids: Sequ
         viewer.run_script(transport.setup(live_url, ids))
     wait_for(lambda: viewer.run_script("return document.querySelectorAll(arguments[0]).length;",
                                        transport.selector) >= len(tiles),
-             timeout_s, f"{len(tiles)} picture element(s) {transport.selector!r} on {url}")
+             timeout_s, f"{len(tiles)} picture element(s) {transport.selector!r} on {url}", halt=halt)
     viewer.install(transport.selector, geometry, source_width)
     seen: set[str] = set()
 
@@ -116,14 +118,16 @@ def open_viewer(browser: Browser, live_url: str, transport: Transport, ids: Sequ
         seen.update(s.tile for s in viewer.take()[0])
         return seen >= set(tiles)
 
-    wait_for(all_shown, timeout_s, f"every tile of {url} to show a stamped picture (so far: {sorted(seen)})")
+    wait_for(all_shown, timeout_s, f"every tile of {url} to show a stamped picture", halt=halt)
     return viewer
 
 
 def measure(viewers: Sequence[Viewer], tiles: Sequence[str], duration_s: float, port: int,
-            server: Sequence[psutil.Process], browser: Browser) -> dict[str, Any]:
+            server: Sequence[psutil.Process], browser: Browser,
+            halt: threading.Event | None = None) -> dict[str, Any]:
     """One window of ``duration_s`` over ``viewers``: pooled latency percentiles (ms), displayed
-    frames/s per tile (mean and worst tile), server bytes/s and CPU (% of one core) per viewer."""
+    frames/s per tile (mean and worst tile), server bytes/s and CPU (% of one core) per viewer.
+    Raises StreamError when ``halt`` is set meanwhile (the pipeline stopped)."""
     for v in viewers:
         v.take()  # what was displayed before the window
     b0, s0 = tcp_bytes_sent(port), cpu_seconds(server)
@@ -132,8 +136,10 @@ def measure(viewers: Sequence[Viewer], tiles: Sequence[str], duration_s: float, 
     t0 = time.monotonic()
     samples: list[list[Sample]] = [[] for _ in viewers]
     unreadable = 0
+    halt = halt or threading.Event()
     while (left := duration_s - (time.monotonic() - t0)) > 0:
-        time.sleep(min(1.0, left))
+        if halt.wait(min(1.0, left)):
+            raise StreamError("stream bench live: the pipeline stopped during a measurement")
         for i, v in enumerate(viewers):  # often enough that a page never holds many samples
             got, bad = v.take()
             samples[i] += got
