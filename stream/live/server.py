@@ -33,6 +33,7 @@ import os
 import re
 import select
 import socket
+import struct
 import threading
 import time
 from http import HTTPStatus
@@ -43,8 +44,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from stream.errors import TransportError
 from stream.httpd import LOOPBACK_NAMES, GuardedHandler, GuardedServer
+from stream.live import websocket
 from stream.live.hub import LiveHub
 from stream.live.recordings import list_recordings, parse_range, recording_file
+from stream.live.video import Cursor, Message
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ _IDLE_CHECK_S = 2.0  # MJPEG: how often a stream with no new picture checks that
 _STREAM = re.compile(r"^/stream/([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.mjpg$")
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s\"']*", re.IGNORECASE)
 _CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self' blob:; "
     "connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
@@ -68,6 +71,19 @@ def _part(ctype: str, body: bytes, headers: str) -> bytes:
     """One part of the wall's multipart stream, boundary first."""
     head = f"--{BOUNDARY}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
     return head.encode() + body + b"\r\n"
+
+
+def _video_message(m: Message, now_ns: int) -> bytes:
+    """One binary /live message: kind (1 init, 2 media), the source id (length-prefixed),
+    then for init the codec (length-prefixed) and the init segment, for media the frame's
+    seq (u32), its age in ms when sent (u32), flags (1 = keyframe) and the moof+mdat."""
+    src = m.source.encode()
+    if m.kind == "init":
+        codec = m.codec.encode()
+        return struct.pack(">BB", 1, len(src)) + src + struct.pack(">B", len(codec)) + codec + m.data
+    age_ms = max(0, min(0xFFFFFFFF, (now_ns - m.capture_ns) // 1_000_000))
+    head = struct.pack(">BB", 2, len(src)) + src + struct.pack(">IIB", m.seq & 0xFFFFFFFF, age_ms, m.keyframe)
+    return head + m.data
 
 
 class _Server(GuardedServer):
@@ -86,6 +102,7 @@ class _Server(GuardedServer):
             "/": (_asset("page.html"), "text/html; charset=utf-8"),
             "/static/app.js": (_asset("app.js"), "text/javascript; charset=utf-8"),
             "/static/rle.js": (_asset("rle.js"), "text/javascript; charset=utf-8"),
+            "/static/h264.js": (_asset("h264.js"), "text/javascript; charset=utf-8"),
             "/static/player.js": (_asset("player.js"), "text/javascript; charset=utf-8"),
             "/static/style.css": (_asset("style.css"), "text/css; charset=utf-8"),
         }
@@ -116,6 +133,8 @@ class _Handler(GuardedHandler):
             return self._events()
         if path == "/wall":
             return self._wall(url.query)
+        if path == "/live":
+            return self._live(url.query)
         if path == "/api/recordings":
             return self._send_json({"recordings": list_recordings(self.server.recordings)})
         if path.startswith("/recordings/"):
@@ -211,12 +230,19 @@ class _Handler(GuardedHandler):
         finally:
             hub.unwatch(source)
 
-    def _wall(self, query: str) -> None:
+    def _selection(self, query: str) -> tuple[list[str], list[str]]:
+        """(sources, detail sources) of a /wall or /live query: ``sources=a,b`` (default
+        all), ``detail=a`` (at most 4); unknown ids are left out."""
         hub = self.server.hub
         q = parse_qs(query)
         wanted = [s for part in q.get("sources", []) for s in part.split(",") if s]
         sources = [s for s in wanted if hub.has_source(s)] if wanted else list(hub.sources)
         detail = [s for part in q.get("detail", []) for s in part.split(",") if hub.has_source(s)][:4]
+        return sources, detail
+
+    def _wall(self, query: str) -> None:
+        hub = self.server.hub
+        sources, detail = self._selection(query)
         if not sources:
             return self._send_text(HTTPStatus.NOT_FOUND, "not found: none of these sources is served here\n")
         self.send_response(HTTPStatus.OK)
@@ -258,6 +284,74 @@ class _Handler(GuardedHandler):
                 hub.want_detail(s, False)
             for s in sources:
                 hub.unwatch(s)
+
+    def _live(self, query: str) -> None:
+        """The H.264 wall: a WebSocket carrying every selected source's fragmented MP4
+        (binary messages) and object events (text messages, the wall's JSON)."""
+        hub = self.server.hub
+        sources, detail = self._selection(query)
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != (self.headers.get("Host") or "").lower():
+            # browsers let any page open a WebSocket anywhere: only this view's own page may
+            return self._send_text(HTTPStatus.FORBIDDEN, "forbidden: /live takes only this live view's own page\n")
+        why = websocket.handshake_error(self.headers)
+        if why is not None:
+            return self._send_text(HTTPStatus.BAD_REQUEST, f"bad request: /live is a WebSocket: {why}\n")
+        if not sources:
+            return self._send_text(HTTPStatus.NOT_FOUND, "not found: none of these sources is served here\n")
+        self.send_response(HTTPStatus.SWITCHING_PROTOCOLS)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", websocket.accept_key(self.headers["Sec-WebSocket-Key"]))
+        self.end_headers()
+        self.close_connection = True
+        for s in sources:
+            hub.video.watch(s)
+        for s in detail:
+            hub.want_detail(s, True)
+        hub.subscribe_events()
+        cursors: dict[str, Cursor] = {}
+        seen, events_after = -1, 0
+        try:
+            while not hub.closing:
+                seen = hub.wait_updates(seen, _IDLE_CHECK_S)
+                messages = hub.video.take(sources, cursors)
+                events_after, events = hub.events_since(events_after, sources)
+                if not messages and not events:
+                    if not self._ws_alive():
+                        break
+                    continue
+                now = time.time_ns()
+                out = [websocket.frame(websocket.BINARY, _video_message(m, now)) for m in messages]
+                out += [websocket.frame(websocket.TEXT, e) for e in events]
+                self.wfile.write(b"".join(out))
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            hub.unsubscribe_events()
+            for s in detail:
+                hub.want_detail(s, False)
+            for s in sources:
+                hub.video.unwatch(s)
+
+    def _ws_alive(self) -> bool:
+        """Answer what the client sent (ping, close) without waiting; False once it is gone."""
+        while True:
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if not readable:
+                    return True
+                opcode, payload = websocket.read_frame(self.connection)
+            except (OSError, ConnectionError):
+                return False
+            if opcode == websocket.CLOSE:
+                try:
+                    self.wfile.write(websocket.frame(websocket.CLOSE, payload[:2]))
+                except OSError:
+                    pass
+                return False
+            if opcode == websocket.PING:
+                self.wfile.write(websocket.frame(websocket.PONG, payload))
 
     def _recording(self, path: str) -> None:
         found = recording_file(self.server.recordings, path)
