@@ -164,10 +164,10 @@ class Browser:
             pass
 
 
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.2,
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str | Callable[[], str], poll_s: float = 0.2,
              halt: threading.Event | None = None) -> Any:
-    """``check()``'s first truthy value within ``timeout_s``; StreamError naming ``what`` otherwise,
-    or at once when ``halt`` is set."""
+    """``check()``'s first truthy value within ``timeout_s``; StreamError naming ``what`` (or
+    ``what()``, asked then) otherwise, or at once when ``halt`` is set."""
     halt = halt or threading.Event()
     deadline = time.monotonic() + timeout_s
     while True:
@@ -175,6 +175,7 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, poll_s: floa
         if value:
             return value
         if time.monotonic() > deadline:
-            raise StreamError(f"stream bench live: timed out after {timeout_s:.0f} s waiting for {what}")
+            raise StreamError(f"stream bench live: timed out after {timeout_s:.0f} s waiting for "
+                              f"{what() if callable(what) else what}")
         if halt.wait(poll_s):
-            raise StreamError(f"stream bench live: stopped while waiting for {what}")
+            raise StreamError(f"stream bench live: stopped while waiting for {what() if callable(what) else what}")

@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="go on doubling the last count up to this many viewers while they hold")
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per viewer count")
     p.add_argument("--fps", type=float, default=30.0, help="frames/s of the source (and the live view's max_fps)")
+    p.add_argument("--pattern", choices=["moving", "cycle"], default="moving",
+                   help="moving: a still picture with a box sliding across (a fixed camera); cycle: 4 "
+                   "different pictures in turn (the worst case for an encoder that codes changes)")
     p.add_argument("--jpeg-quality", type=int, default=80, help="sinks.live.jpeg_quality")
     p.add_argument("--wall", type=int, default=12, help="cameras on one page for the wall check (0: skip it)")
     p.add_argument("--wall-resolution", default="360p", help="each wall camera's size")
@@ -107,15 +110,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(ids: list[str], size: tuple[int, int], fps: float, port: int, transport: Transport,
+def _config(ids: list[str], size: tuple[int, int], fps: float, port: int,
             args: argparse.Namespace) -> dict[str, Any]:
     return {
         "name": "bench-live",
         "sources": [{"id": s, "type": "pattern", "live": True, "fps": fps,
-                     "synthetic": {"width": size[0], "height": size[1]}} for s in ids],
+                     "synthetic": {"width": size[0], "height": size[1], "pattern": args.pattern}} for s in ids],
         "pipeline": ["passthrough"],
         "sinks": {"live": {"host": "127.0.0.1", "port": port, "max_fps": fps,
-                           "jpeg_quality": args.jpeg_quality, **transport.live}},
+                           "jpeg_quality": args.jpeg_quality}},
         "metrics": {"enabled": False},
     }
 
@@ -183,66 +186,77 @@ def _held(row: dict[str, Any], fps: float, args: argparse.Namespace) -> bool:
     return row["fps_worst_tile"] >= args.min_fps_ratio * fps and p50 == p50 and p50 <= args.max_latency_ms
 
 
-def _sweep(args: argparse.Namespace, browser: Callable[[], Browser], transport: Transport, label: str,
-           size: tuple[int, int], counts: list[int]) -> list[dict[str, Any]]:
-    """One pipeline (one source), viewers added count by count until a count does not hold.
-    browser(): the browser (it may still be starting)."""
+def _geometry(size: tuple[int, int], option: str, label: str) -> dict[str, int]:
     geometry = time_stamp_geometry(*size)
     if geometry is None:
-        raise ConfigError(f"--resolution {label}: too small for the capture-time stamp (at least 200x64)")
+        raise ConfigError(f"{option} {label}: too small for the capture-time stamp (at least 200x64)")
+    return geometry.to_dict()
+
+
+def _sweeps(args: argparse.Namespace, browser: Callable[[], Browser], transports: list[Transport], label: str,
+            size: tuple[int, int], counts: list[int]) -> list[dict[str, Any]]:
+    """One pipeline (one source) serving each transport in turn: viewers added count by count
+    until a count does not hold, then closed. A transport nobody watches costs nothing (no
+    JPEG, no H.264 encode), so the transports measured one after the other do not mix.
+    browser(): the browser (it may still be starting)."""
+    geometry = _geometry(size, "--resolution", label)
     ids, port = ["cam00"], _free_port()
-    live_url, tiles = f"http://127.0.0.1:{port}/", transport.tiles(ids)
+    live_url = f"http://127.0.0.1:{port}/"
 
     def body(sup: Any, halt: threading.Event) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        viewers: list[Viewer] = []
         b = browser()
-        try:
-            for n in counts:
-                while len(viewers) < n:
-                    viewers.append(open_viewer(b, live_url, transport, ids, geometry.to_dict(), size[0],
-                                               args.timeout_s, halt))
-                row = {"check": "viewers", "transport": transport.name, "resolution": label, "sources": 1,
-                       **measure(viewers, tiles, args.duration, port, _server_procs(sup), b, halt)}
-                row["held"] = _held(row, args.fps, args)
-                rows.append(row)
-                log.info("bench live: %s %s %d viewer(s): %.1f fps, p50 %.0f ms, %.0f kB/s per viewer",
-                         transport.name, label, n, row["fps_worst_tile"], row["latency_p50_ms"],
-                         row["bytes_per_s_per_viewer"] / 1e3)
-                if not row["held"]:
-                    break
-        finally:
-            for v in viewers:
-                b.close_viewer(v)
+        for transport in transports:
+            viewers: list[Viewer] = []
+            try:
+                for n in counts:
+                    while len(viewers) < n:
+                        viewers.append(open_viewer(b, live_url, transport, ids, geometry, size[0],
+                                                   args.timeout_s, halt))
+                    row = {"check": "viewers", "transport": transport.name, "resolution": label, "sources": 1,
+                           **measure(viewers, transport.tiles(ids), args.duration, port, _server_procs(sup), b,
+                                     halt)}
+                    row["held"] = _held(row, args.fps, args)
+                    rows.append(row)
+                    log.info("bench live: %s %s %d viewer(s): %.1f fps, p50 %.0f ms, %.0f kB/s per viewer",
+                             transport.name, label, n, row["fps_worst_tile"], row["latency_p50_ms"],
+                             row["bytes_per_s_per_viewer"] / 1e3)
+                    if not row["held"]:
+                        break
+            finally:
+                for v in viewers:
+                    b.close_viewer(v)
         return rows
 
-    return _with_pipeline(_config(ids, size, args.fps, port, transport, args), body, args.timeout_s)
+    return _with_pipeline(_config(ids, size, args.fps, port, args), body, args.timeout_s)
 
 
-def _wall(args: argparse.Namespace, browser: Callable[[], Browser], transport: Transport) -> dict[str, Any]:
-    """One page showing ``--wall`` sources: every tile must keep showing new pictures."""
+def _walls(args: argparse.Namespace, browser: Callable[[], Browser], transports: list[Transport]) -> list[dict[str, Any]]:
+    """One pipeline of ``--wall`` sources; per transport one page showing them all: every tile
+    must keep showing new pictures."""
     size = _size(args.wall_resolution)
-    geometry = time_stamp_geometry(*size)
-    if geometry is None:
-        raise ConfigError(f"--wall-resolution {args.wall_resolution}: too small for the capture-time stamp")
+    geometry = _geometry(size, "--wall-resolution", args.wall_resolution)
     ids, port = [f"cam{i:02d}" for i in range(args.wall)], _free_port()
     live_url = f"http://127.0.0.1:{port}/"
 
-    def body(sup: Any, halt: threading.Event) -> dict[str, Any]:
+    def body(sup: Any, halt: threading.Event) -> list[dict[str, Any]]:
         b = browser()
-        viewer = open_viewer(b, live_url, transport, ids, geometry.to_dict(), size[0], args.timeout_s, halt)
-        try:
-            row = {"check": "wall", "transport": transport.name, "resolution": args.wall_resolution,
-                   "sources": args.wall,
-                   **measure([viewer], ids, args.duration, port, _server_procs(sup), b, halt)}
-        finally:
-            b.close_viewer(viewer)
-        row["held"] = _held(row, args.wall_fps, args)
-        log.info("bench live: %s wall of %d: worst tile %.1f fps, p50 %.0f ms", transport.name, args.wall,
-                 row["fps_worst_tile"], row["latency_p50_ms"])
-        return row
+        rows = []
+        for transport in transports:
+            viewer = open_viewer(b, live_url, transport, ids, geometry, size[0], args.timeout_s, halt)
+            try:
+                row = {"check": "wall", "transport": transport.name, "resolution": args.wall_resolution,
+                       "sources": args.wall,
+                       **measure([viewer], ids, args.duration, port, _server_procs(sup), b, halt)}
+            finally:
+                b.close_viewer(viewer)
+            row["held"] = _held(row, args.wall_fps, args)
+            log.info("bench live: %s wall of %d: worst tile %.1f fps, p50 %.0f ms", transport.name, args.wall,
+                     row["fps_worst_tile"], row["latency_p50_ms"])
+            rows.append(row)
+        return rows
 
-    return _with_pipeline(_config(ids, size, args.wall_fps, port, transport, args), body, args.timeout_s)
+    return _with_pipeline(_config(ids, size, args.wall_fps, port, args), body, args.timeout_s)
 
 
 def run(args: argparse.Namespace) -> BenchResult:
@@ -250,33 +264,36 @@ def run(args: argparse.Namespace) -> BenchResult:
     sizes = [(label, _size(label)) for label in (r.strip() for r in args.resolution.split(",")) if label]
     if args.duration <= 0 or args.fps <= 0 or args.wall < 0:
         raise ConfigError("--duration and --fps must be > 0, --wall >= 0")
-    result = BenchResult(summary={"load_avg": os.getloadavg()[0], "cpus": os.cpu_count(), "fps": args.fps,
-                                  "pipeline": "pattern → passthrough → output (live view), no models"})
+    summary: dict[str, Any] = {"load_avg": os.getloadavg()[0], "cpus": os.cpu_count(), "fps": args.fps,
+                               "pattern": args.pattern,
+                               "pipeline": "pattern → passthrough → output (live view), no models"}
+    result = BenchResult(summary=summary)
     # the browser starts while the first pipeline does (seconds each on a small host)
     starting = ThreadPoolExecutor(1, thread_name_prefix="bench-live-browser")
     launch = starting.submit(Browser, window_size=(1600, 1000))
     starting.shutdown(wait=False)
     try:
-        for transport in transports:
-            for label, size in sizes:
-                rows = _sweep(args, launch.result, transport, label, size, counts)
-                result.rows += rows
-                key = f"{transport.name}_{label}"
-                one = rows[0]
-                result.summary[f"{key}_latency_p50_ms"] = one["latency_p50_ms"]
-                result.summary[f"{key}_latency_p99_ms"] = one["latency_p99_ms"]
-                result.summary[f"{key}_bytes_per_s"] = one["bytes_per_s_per_viewer"]
-                result.summary[f"{key}_viewers_served"] = max((r["viewers"] for r in rows if r["held"]), default=0)
-            if args.wall and transport.wall:
-                row = _wall(args, launch.result, transport)
+        for label, size in sizes:
+            rows = _sweeps(args, launch.result, transports, label, size, counts)
+            result.rows += rows
+            for transport in transports:
+                mine = [r for r in rows if r["transport"] == transport.name]
+                key, one = f"{transport.name}_{label}", mine[0]
+                summary[f"{key}_latency_p50_ms"] = one["latency_p50_ms"]
+                summary[f"{key}_latency_p99_ms"] = one["latency_p99_ms"]
+                summary[f"{key}_bytes_per_s"] = one["bytes_per_s_per_viewer"]
+                summary[f"{key}_viewers_served"] = max((r["viewers"] for r in mine if r["held"]), default=0)
+        walls = [t for t in transports if t.wall]
+        if args.wall and walls:
+            for row in _walls(args, launch.result, walls):
                 result.rows.append(row)
-                result.summary[f"{transport.name}_wall_all_updating"] = row["held"]
-                result.summary[f"{transport.name}_wall_worst_tile_fps"] = row["fps_worst_tile"]
+                summary[f"{row['transport']}_wall_all_updating"] = row["held"]
+                summary[f"{row['transport']}_wall_worst_tile_fps"] = row["fps_worst_tile"]
     finally:
         if launch.exception() is None:
             launch.result().close()
     for label, _ in sizes:
-        h264, mjpeg = (result.summary.get(f"{t}_{label}_bytes_per_s") for t in ("h264", "mjpeg"))
+        h264, mjpeg = (summary.get(f"{t}_{label}_bytes_per_s") for t in ("h264", "mjpeg"))
         if h264 is not None and mjpeg:
-            result.summary[f"h264_over_mjpeg_bytes_{label}"] = h264 / mjpeg
+            summary[f"h264_over_mjpeg_bytes_{label}"] = h264 / mjpeg
     return result

@@ -1,7 +1,7 @@
 // stream bench live: capture -> displayed latency read back from the pictures a page shows.
 // Run by the bench through WebDriver's execute_script(probe, selector, geometry, sourceWidth):
-// on every animation frame, each element matching `selector` (<img>, <video> or <canvas>) is
-// drawn into a small canvas, the pattern source's capture-time stamp (geometry.bits cells of
+// on every animation frame each <img> or <canvas> matching `selector`, and on every frame a
+// <video> matching it presents (requestVideoFrameCallback), the picture is drawn into a small canvas, the pattern source's capture-time stamp (geometry.bits cells of
 // geometry.cell source pixels at (x0, y0), bit 0 first, white = 1, the inverted bits in the
 // row below; see stream/sources/pattern.py) is read at the cells' centres, and a stamp not
 // seen before on that element gives one sample: Date.now() - stamp (ms, modulo 2^bits).
@@ -46,17 +46,32 @@
     return card ? card.dataset.source : "page";
   }
 
+  function sample(el, now) {
+    let ms;
+    try { ms = read(el); } catch (err) { ms = null; } // e.g. a video between sources
+    if (ms === null) return;
+    if (ms < 0) { probe.unreadable++; return; }
+    const id = tile(el);
+    if (probe.last.get(id) === ms) return;
+    probe.last.set(id, ms);
+    probe.samples.push([id, ((now % MOD) - ms + MOD) % MOD, now]);
+  }
+
+  const watched = new WeakSet(); // videos with their own per-frame callback
+  function follow(video) {
+    watched.add(video);
+    const each = () => { sample(video, Date.now()); video.requestVideoFrameCallback(each); };
+    video.requestVideoFrameCallback(each);
+  }
+
   function frame() {
     const now = Date.now();
     for (const el of document.querySelectorAll(selector)) {
-      let ms;
-      try { ms = read(el); } catch (err) { ms = null; } // e.g. a video between sources
-      if (ms === null) continue;
-      if (ms < 0) { probe.unreadable++; continue; }
-      const id = tile(el);
-      if (probe.last.get(id) === ms) continue;
-      probe.last.set(id, ms);
-      probe.samples.push([id, ((now % MOD) - ms + MOD) % MOD, now]);
+      if (el.tagName === "VIDEO" && "requestVideoFrameCallback" in el) {
+        if (!watched.has(el)) follow(el);
+        continue;
+      }
+      sample(el, now);
     }
     requestAnimationFrame(frame);
   }

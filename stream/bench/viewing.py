@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -24,27 +24,36 @@ from stream.report import percentile
 @dataclass(frozen=True)
 class Transport:
     """One way pictures reach a browser. page(live_url, source_ids) → the URL a viewer opens;
-    setup(live_url, source_ids) → a script run once it has loaded (None: nothing); selector: the page's picture elements (one per source shown); live: the ``sinks.live``
-    settings it needs; wall: whether one page can show many sources (each in a card whose
-    ``data-source`` names it; a page without cards is one tile, "page")."""
+    setup(live_url, source_ids) → a script run once it has loaded (None: nothing); uses: a
+    script that returns what the page says it plays (None: no check), e.g. the live page's
+    ``data-transport``, which falls back to MJPEG where the browser cannot play H.264;
+    selector: the page's picture elements (one per source shown); wall: whether one page can
+    show many sources (each in a card whose ``data-source`` names it; a page without cards is
+    one tile, "page")."""
 
     name: str
     describe: str
     page: Callable[[str, Sequence[str]], str]
     selector: str
-    live: dict[str, Any] = field(default_factory=dict)
     wall: bool = True
     setup: Callable[[str, Sequence[str]], str] | None = None
+    uses: str | None = None
 
     def tiles(self, ids: Sequence[str]) -> list[str]:
         """The tile names the probe reports for a page showing ``ids``."""
         return list(ids) if self.wall else ["page"]
 
 
+_PAGE_TRANSPORT = "return document.documentElement.dataset.transport || 'mjpeg';"
+
 TRANSPORTS: dict[str, Transport] = {
     "mjpeg": Transport(
         "mjpeg", "the live page's camera wall: JPEG parts over one fetch() per page (/wall)",
-        lambda url, ids: url, "section.card img.picture",
+        lambda url, ids: f"{url}?transport=mjpeg", "section.card img.picture", uses=_PAGE_TRANSPORT,
+    ),
+    "h264": Transport(
+        "h264", "the live page's H.264: fragmented MP4 over one WebSocket per page (/live) into MSE <video>s",
+        lambda url, ids: f"{url}?transport=h264", "section.card video.video", uses=_PAGE_TRANSPORT,
     ),
     "mjpeg-img": Transport(
         # the <img> goes into a page of the live view's own origin (so the canvas may read it):
@@ -56,6 +65,7 @@ TRANSPORTS: dict[str, Transport] = {
     ),
 }
 
+_PLAYING = 5  # new pictures every tile shows before a viewer counts as watching
 _BYTES_ACKED = re.compile(r"\bbytes_acked:(\d+)")
 
 
@@ -103,22 +113,30 @@ def open_viewer(browser: Browser, live_url: str, transport: Transport, ids: Sequ
                 geometry: dict[str, int], source_width: int, timeout_s: float,
                 halt: threading.Event | None = None) -> Viewer:
     """A window on the transport's page for sources ``ids`` with the probe installed, once every
-    tile has shown a stamped picture. live_url: the live view's root, e.g. http://127.0.0.1:8080/."""
+    tile has shown ``_PLAYING`` new stamped pictures (it plays, not only shows a first picture).
+    live_url: the live view's root, e.g. http://127.0.0.1:8080/."""
     url, tiles = transport.page(live_url, ids), transport.tiles(ids)
     viewer = browser.open(url)
     if transport.setup is not None:
         viewer.run_script(transport.setup(live_url, ids))
+    if (uses := transport.uses) is not None:
+        plays = wait_for(lambda: viewer.run_script(uses), timeout_s, f"the page at {url}", halt=halt)
+        if plays != transport.name:
+            raise StreamError(f"stream bench live: the page at {url} plays {plays!r}, not {transport.name!r} "
+                              f"(this browser cannot play it?)")
     wait_for(lambda: viewer.run_script("return document.querySelectorAll(arguments[0]).length;",
                                        transport.selector) >= len(tiles),
              timeout_s, f"{len(tiles)} picture element(s) {transport.selector!r} on {url}", halt=halt)
     viewer.install(transport.selector, geometry, source_width)
-    seen: set[str] = set()
+    seen = dict.fromkeys(tiles, 0)
 
-    def all_shown() -> bool:
-        seen.update(s.tile for s in viewer.take()[0])
-        return seen >= set(tiles)
+    def all_playing() -> bool:
+        for s in viewer.take()[0]:
+            seen[s.tile] = seen.get(s.tile, 0) + 1
+        return all(seen[t] >= _PLAYING for t in tiles)
 
-    wait_for(all_shown, timeout_s, f"every tile of {url} to show a stamped picture", halt=halt)
+    wait_for(all_playing, timeout_s, lambda: f"every tile of {url} to show {_PLAYING} stamped pictures "
+             f"(so far {seen})", halt=halt)
     return viewer
 
 

@@ -92,10 +92,17 @@ def read_seq(image: np.ndarray) -> int:
 
 
 class PatternSource:
+    """width×height BGR frames at ``fps`` (paced in real time when ``live``), ``frames`` of them
+    (None: endless). Pictures: 4 gradient/checkerboard variants in turn, or with ``moving`` the
+    first variant still and a box (a quarter of the height) sliding right at a quarter of the
+    width per second. Each frame's ``extra['capture_ns']`` is the time stamped into it."""
+
     def __init__(self, width: int, height: int, *, fps: float = 30.0, frames: int | None = 300,
-                 live: bool = False) -> None:
+                 live: bool = False, moving: bool = False) -> None:
         self.width, self.height, self.fps, self.count, self.live = width, height, fps, frames, live
+        self.moving = moving
         self._frames: list[np.ndarray] = []
+        self._still: np.ndarray | None = None
         self._geometry: StampGeometry | None = None
 
     def open(self) -> SourceInfo:
@@ -107,6 +114,8 @@ class PatternSource:
             img[..., 1] = (yy * 255 // max(1, h - 1)) % 256
             img[..., 2] = ((xx // 32 + yy // 32 + k) % 2) * 255
             self._frames.append(img)
+        if self.moving:
+            self._still = self._frames[0].copy()
         self._geometry = time_stamp_geometry(w, h)
         return SourceInfo(w, h, self.fps, Fraction(1, 90000), self.live, self.count)
 
@@ -121,12 +130,21 @@ class PatternSource:
                 if delay > 0:
                     time.sleep(delay)
             img = self._frames[seq % _VARIANTS]
+            if self._still is not None:
+                self._draw_moving(img, self._still, seq)
             stamp_seq(img, seq)
             capture_ns = time.time_ns()
             if self._geometry is not None:
                 stamp_time(img, capture_ns // 1_000_000, self._geometry)
             yield SourceFrame(img, pts=int(seq * 90000 / self.fps), extra={"capture_ns": capture_ns})
             seq += 1
+
+    def _draw_moving(self, img: np.ndarray, still: np.ndarray, seq: int) -> None:
+        np.copyto(img, still)
+        h, w = self.height, self.width
+        side = max(1, h // 4)
+        x = int(seq / self.fps * w / 4) % max(1, w - side)
+        img[h // 2:h // 2 + side, x:x + side] = (0, 200, 255)
 
     def close(self) -> None:
         self._frames.clear()

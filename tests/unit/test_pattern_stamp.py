@@ -81,3 +81,15 @@ def test_a_damaged_stamp_reads_as_none_not_as_a_wrong_time() -> None:
     assert read_time(image, g) == 123_457
     image[g.y0 + g.cell:g.y0 + 2 * g.cell, g.x0:g.x0 + g.cell] = 255  # bit 0's complement whited out
     assert read_time(image, g) is None
+
+
+def test_the_moving_pattern_is_one_still_picture_with_a_sliding_box() -> None:
+    src = PatternSource(320, 240, fps=10.0, frames=12, moving=True)
+    src.open()
+    frames = [f.image.copy() for f in src.frames()]
+    g = time_stamp_geometry(320, 240)
+    below = slice(g.y0 + 2 * g.cell, None)  # under the stamps
+    changed = [np.argwhere((a[below] != b[below]).any(axis=2)) for a, b in zip(frames, frames[1:], strict=False)]
+    assert all(len(c) for c in changed)  # the box moves every frame …
+    assert all(len(c) < 0.1 * 320 * 240 for c in changed)  # … and little else does
+    assert read_seq(frames[5]) == 5
