@@ -1,28 +1,33 @@
 """``stream bench live``: what the live view costs and how fast it is, per transport, as a
 person watching in a browser sees it.
 
-For each ``--resolution`` and ``--transports`` entry it starts a real pipeline (the
-supervisor and worker processes of ``stream run``: one live ``pattern`` source at
-``--fps``, one passthrough stage, the output stage with the live view on a free loopback
-port; no models, so what is measured is the transport) and opens viewers in a real
-headless Chromium (``stream.bench.browser``), one window each, on the transport's page.
-The pattern source stamps every frame's capture time into its pixels; the page's own
-pictures are read back on every animation frame, so a sample is capture → displayed, as
-late as the page shows it. ``--viewers`` are opened in turn (1, then 2 …, each count
-measured for ``--duration`` s after the new windows show pictures); the sweep goes on,
-doubling up to ``--max-viewers`` when given, until a count does not hold: every tile of
+For each ``--resolution`` it starts a real pipeline (the supervisor and worker processes
+of ``stream run``: one live ``pattern`` source at ``--fps``, one passthrough stage, the
+output stage with the live view on a free loopback port; no models, so what is measured
+is the transport) and opens viewers in a real headless Chromium (``stream.bench.browser``),
+one window each, on each ``--transports`` entry's page in turn (``stream.bench.viewing``:
+``mjpeg`` and ``h264`` are the live page's two players, ``mjpeg-img`` a plain ``<img>`` on
+/stream/<id>.mjpg). A transport nobody watches costs nothing, so transports measured one
+after the other in one pipeline do not mix. The pattern source stamps every frame's capture
+time into its pixels (``--pattern moving``: a still picture with a sliding box, a fixed
+camera; ``cycle``: four different pictures in turn, the worst case for H.264); the page's
+own pictures are read back as they are shown (per animation frame; per presented frame for
+a ``<video>``), so a sample is capture → displayed. ``--viewers`` are opened in turn (1, then
+2 …; each count measured for ``--duration`` s once every new window plays); the sweep goes
+on, doubling up to ``--max-viewers`` when given, until a count does not hold: every tile of
 every viewer at least ``--min-fps-ratio`` × ``--fps`` and latency p50 ≤ ``--max-latency-ms``.
 
-Rows (one per measured count, check "viewers"; one per transport, check "wall": one page
-showing ``--wall`` sources at ``--wall-resolution`` and ``--wall-fps``): displayed frames/s
-per tile (mean, worst tile), latency p50/p99 (ms, all viewers' pictures pooled),
-bytes/s per viewer (what the live view's server sent on its connections, from the
-kernel's per-connection counter: HTTP and TCP payload), server CPU per viewer (the output
-worker: encoding, serving; % of one core / viewers) and browser CPU per viewer (every
-browser process; it includes the probe's own reading, one small canvas per picture).
-Summary: per transport and resolution the one-viewer latency, bytes/s, and
-``viewers_served`` (the largest count that held); per transport ``wall_all_updating``;
-``load_avg`` (the host's 1-minute load when the bench started: a loaded host shows it).
+Rows (check "viewers": one per measured count; check "wall": per transport one page of
+``--wall`` sources at ``--wall-resolution`` and ``--wall-fps``, from a pipeline of their own):
+displayed frames/s per tile (mean, worst tile), latency p50/p99 (ms, all viewers' pictures
+pooled), bytes/s per viewer (what the live view's server sent on its connections, from the
+kernel's per-connection counter: HTTP/WebSocket payload), server CPU per viewer (the output
+worker: drawing, encoding, serving; % of one core / viewers) and browser CPU per viewer
+(every browser process; it includes the probe's own reading, one small canvas per picture).
+Summary: per transport and resolution the one-viewer latency, bytes/s and
+``viewers_served`` (the largest count that held); ``h264_over_mjpeg_bytes_<res>``; per
+transport ``wall_all_updating`` and the wall's worst tile fps; ``load_avg`` (the host's
+1-minute load when the bench started: read the figures of a loaded host as such).
 """
 
 from __future__ import annotations
@@ -84,16 +89,19 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _counts(args: argparse.Namespace) -> list[int]:
+def _counts(args: argparse.Namespace) -> tuple[list[int], int]:
+    """(the viewer counts to measure, the last one of ``--viewers``): every listed count is
+    measured; the doubling up to ``--max-viewers`` goes on only while counts hold."""
     try:
         counts = [int(c) for c in args.viewers.split(",") if c.strip()]
     except ValueError:
         raise ConfigError(f"--viewers {args.viewers!r}: use comma-separated counts, e.g. 1,2,4") from None
     if not counts or any(c < 1 for c in counts) or counts != sorted(set(counts)):
         raise ConfigError(f"--viewers {args.viewers!r}: use increasing counts >= 1, e.g. 1,2,4")
+    listed = counts[-1]
     while args.max_viewers is not None and counts[-1] < args.max_viewers:
         counts.append(min(2 * counts[-1], args.max_viewers))
-    return counts
+    return counts, listed
 
 
 def _transports(args: argparse.Namespace) -> list[Transport]:
@@ -186,6 +194,16 @@ def _held(row: dict[str, Any], fps: float, args: argparse.Namespace) -> bool:
     return row["fps_worst_tile"] >= args.min_fps_ratio * fps and p50 == p50 and p50 <= args.max_latency_ms
 
 
+def _served(rows: list[dict[str, Any]]) -> int:
+    """The most viewers that held, with every smaller count measured holding too (0: not one)."""
+    served = 0
+    for row in sorted(rows, key=lambda r: r["viewers"]):
+        if not row["held"]:
+            break
+        served = row["viewers"]
+    return served
+
+
 def _geometry(size: tuple[int, int], option: str, label: str) -> dict[str, int]:
     geometry = time_stamp_geometry(*size)
     if geometry is None:
@@ -194,9 +212,9 @@ def _geometry(size: tuple[int, int], option: str, label: str) -> dict[str, int]:
 
 
 def _sweeps(args: argparse.Namespace, browser: Callable[[], Browser], transports: list[Transport], label: str,
-            size: tuple[int, int], counts: list[int]) -> list[dict[str, Any]]:
+            size: tuple[int, int], counts: tuple[list[int], int]) -> list[dict[str, Any]]:
     """One pipeline (one source) serving each transport in turn: viewers added count by count
-    until a count does not hold, then closed. A transport nobody watches costs nothing (no
+    (past the listed counts only while they hold), then closed. A transport nobody watches costs nothing (no
     JPEG, no H.264 encode), so the transports measured one after the other do not mix.
     browser(): the browser (it may still be starting)."""
     geometry = _geometry(size, "--resolution", label)
@@ -209,7 +227,7 @@ def _sweeps(args: argparse.Namespace, browser: Callable[[], Browser], transports
         for transport in transports:
             viewers: list[Viewer] = []
             try:
-                for n in counts:
+                for n in counts[0]:
                     while len(viewers) < n:
                         viewers.append(open_viewer(b, live_url, transport, ids, geometry, size[0],
                                                    args.timeout_s, halt))
@@ -221,7 +239,7 @@ def _sweeps(args: argparse.Namespace, browser: Callable[[], Browser], transports
                     log.info("bench live: %s %s %d viewer(s): %.1f fps, p50 %.0f ms, %.0f kB/s per viewer",
                              transport.name, label, n, row["fps_worst_tile"], row["latency_p50_ms"],
                              row["bytes_per_s_per_viewer"] / 1e3)
-                    if not row["held"]:
+                    if not row["held"] and n >= counts[1]:
                         break
             finally:
                 for v in viewers:
@@ -282,7 +300,7 @@ def run(args: argparse.Namespace) -> BenchResult:
                 summary[f"{key}_latency_p50_ms"] = one["latency_p50_ms"]
                 summary[f"{key}_latency_p99_ms"] = one["latency_p99_ms"]
                 summary[f"{key}_bytes_per_s"] = one["bytes_per_s_per_viewer"]
-                summary[f"{key}_viewers_served"] = max((r["viewers"] for r in mine if r["held"]), default=0)
+                summary[f"{key}_viewers_served"] = _served(mine)
         walls = [t for t in transports if t.wall]
         if args.wall and walls:
             for row in _walls(args, launch.result, walls):
