@@ -51,10 +51,12 @@ from stream.messages import (
     encode_message,
     now_ns,
 )
+from stream.runtime import Counters, Heartbeater, StopFlag
 from stream.sources.base import Source, SourceFrame
 from stream.sources.live import LiveSource, LiveStatus
-from stream.stage import Counters, Heartbeater, StopFlag
-from stream.transport import Curve, FrameRing, open_socket, send_parts
+from stream.transport.keys import Curve
+from stream.transport.ring import FrameRing
+from stream.transport.sockets import open_socket, send_parts
 
 log = logging.getLogger(__name__)
 

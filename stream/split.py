@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stream.errors import ConfigError, TransportError
-from stream.transport import Curve
+from stream.transport.keys import Curve
 
 if TYPE_CHECKING:
     from stream.config import Config, SplitConfig

@@ -40,18 +40,11 @@ from stream.split import SplitPlan, hop_curve, plan
 from stream.stages import STAGES, check_pipeline
 from stream.status import StatusLine
 from stream.summary import DropLedger, RunSummary, summarize_source
-from stream.transport import (
-    Curve,
-    CurveAuth,
-    FrameRing,
-    check_tcp_port_free,
-    open_socket,
-    recv_parts,
-    remove_stale_run_files,
-    run_curve_keys,
-    run_prefix,
-    shm_dir,
-)
+from stream.transport.endpoints import check_tcp_port_free
+from stream.transport.keys import Curve, run_curve_keys
+from stream.transport.ring import FrameRing, shm_dir
+from stream.transport.runfiles import remove_stale_run_files, run_prefix
+from stream.transport.sockets import CurveAuth, open_socket, recv_parts
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,8 @@ def main() -> int:
             cspec = CaptureSpec(**request["spec"])
             source_cfg = next(s for s in config.sources if s.id == cspec.source_id)
             return CaptureRunner(open_source(source_cfg), cspec).run()
-        from stream.stage import StageRunner, WorkerSpec, one_line, report_failed_start
+        from stream.runtime import one_line, report_failed_start
+        from stream.stage import StageRunner, WorkerSpec
         from stream.stages import build_stage
 
         spec = WorkerSpec(**{**request["spec"], "sources": tuple(request["spec"]["sources"])})

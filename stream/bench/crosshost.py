@@ -137,7 +137,7 @@ def _listening(hosts: Any) -> bool:
 
 def run(args: argparse.Namespace) -> BenchResult:
     from stream.testing.netns import HostPair
-    from stream.transport import generate_curve_keypair
+    from stream.transport.keys import generate_curve_keypair
 
     result = BenchResult()
     figures: dict[str, tuple[float, float]] = {}

@@ -176,7 +176,7 @@ def _slope_per_h(points: list[tuple[float, float]]) -> float:
 
 def run(args: argparse.Namespace) -> BenchResult:
     from stream.supervisor import Supervisor
-    from stream.transport import run_prefix
+    from stream.transport.runfiles import run_prefix
 
     if args.minutes <= 0 or args.interval_s <= 0:
         raise StreamError("--minutes and --interval-s must be > 0")

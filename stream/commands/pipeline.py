@@ -89,7 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from stream.config import LIVE_TYPES
     from stream.errors import WeightsError
     from stream.sources import open_source
-    from stream.transport import FrameRing
+    from stream.transport.ring import FrameRing
 
     config = _load(args)
     missing, fetch = describe_missing(needed_weights(config))  # all of them, before a source can fail

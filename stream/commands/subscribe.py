@@ -119,7 +119,7 @@ def _text(rec: FrameRecord | EndRecord) -> str:
 
 
 def _keys_gen(args: argparse.Namespace) -> int:
-    from stream.transport import generate_curve_keypair, load_curve_public_key
+    from stream.transport.keys import generate_curve_keypair, load_curve_public_key
 
     public, secret = generate_curve_keypair(args.out, args.name)
     print(f"public key  {public}  ({load_curve_public_key(public).decode()})")

@@ -1,6 +1,6 @@
 """Publish sink: every frame's objects (boxes, ids, classes, scores, COCO RLE masks)
-on a ZeroMQ PUB socket, topic = source id. The record schema and the subscriber
-API are in ``stream.client``.
+on a ZeroMQ PUB socket, topic = source id. The record schema is in
+``stream.published``, the subscriber API in ``stream.client``.
 
 A slow or stuck subscriber never slows the pipeline: PUB drops messages for a
 subscriber whose queue (``hwm`` messages) is full, and ``write`` never waits.
@@ -28,12 +28,12 @@ from typing import Any
 import zmq
 
 from stream import transport
-from stream.client import EndRecord, FrameRecord, PublishedObject, Rle, encode_record
 from stream.config import Config, validate_section
 from stream.errors import ConfigError, TransportError
 from stream.masks.rle import crop_counts
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects, class_names_of
+from stream.published import EndRecord, FrameRecord, PublishedObject, Rle, encode_record
 from stream.sections.sinks import PublishConfig
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def frame_size(frame: Frame) -> tuple[int, int]:
 def frame_record(
     frame: Frame, pub_seq: int, class_names: Sequence[str], *, encode_masks: bool = True
 ) -> FrameRecord:
-    """The published record of ``frame``'s objects (see stream.client)."""
+    """The published record of ``frame``'s objects (see stream.published)."""
     h = frame.header
     height, width = frame_size(frame)
     objs = FrameObjects.from_arrays(frame.arrays)

@@ -14,8 +14,9 @@ import numpy as np
 
 from stream.config import Config
 from stream.messages import EndOfStream, Frame, Reset, SourceReport
+from stream.runtime import LatencyWindow
 from stream.sinks import MAX_CONSECUTIVE_FAILURES, Sink
-from stream.stage import LatencyWindow, StageBase
+from stream.stage import StageBase
 from stream.summary import RECENT_KEPT
 
 log = logging.getLogger(__name__)

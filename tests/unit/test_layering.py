@@ -50,7 +50,7 @@ def _hits(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
 
 
 PIPELINE = ("stream.stages", "stream.sinks", "stream.sources", "stream.models", "stream.masks",
-            "stream.supervisor", "stream.worker", "stream.capture", "stream.stage", "stream.transport",
+            "stream.supervisor", "stream.worker", "stream.capture", "stream.stage", "stream.runtime", "stream.transport",
             "stream.cli", "stream.commands", "stream.bench", "stream.eval", "stream.render", "stream.live")  # fmt: skip
 
 
@@ -64,7 +64,7 @@ def test_stages_sources_and_sinks_never_reach_up_to_the_supervisor_or_the_cli() 
 
 
 def test_models_and_masks_open_no_sockets_and_know_no_stages() -> None:
-    forbidden = ("zmq", "socket", "stream.transport", "stream.stages", "stream.stage", "stream.sinks",
+    forbidden = ("zmq", "socket", "stream.transport", "stream.stages", "stream.stage", "stream.runtime", "stream.sinks",
                  "stream.supervisor")  # fmt: skip
     assert _hits(_modules("models", "masks"), forbidden) == []
 
@@ -82,3 +82,11 @@ def test_the_scanner_sees_imports_inside_functions() -> None:
     stage imports the annotator and the jsonl sink inside ``build``."""
     seen = _imports(PKG / "stages" / "output.py")
     assert {"stream.render.build_annotator", "stream.sinks.jsonl.JsonlSink", "stream.config"} <= seen
+
+
+def test_the_publish_sink_and_the_client_share_the_record_schema_not_each_other() -> None:
+    """The schema lives in stream.published; the sinks never import the consumers' client."""
+    assert _hits(_modules("sinks"), ("stream.client",)) == []
+    forbidden = ("stream.client", "stream.sinks", "stream.stages", "stream.models", "stream.transport", "torch", "cv2")
+    assert _hits(_modules("published"), forbidden) == []
+    assert "stream.published" in _imports(PKG / "sinks" / "publish.py")

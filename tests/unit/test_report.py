@@ -8,7 +8,7 @@ def test_one_percentile_for_every_printed_figure() -> None:
     import numpy as np
 
     from stream.report import percentile
-    from stream.stage import LatencyWindow
+    from stream.runtime import LatencyWindow
 
     values = [float(v) for v in np.random.default_rng(0).exponential(20.0, 1001)]
     w = LatencyWindow(2000)

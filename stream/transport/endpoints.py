@@ -1,0 +1,70 @@
+"""Endpoint specs and address checks.
+
+Endpoints are written ``KIND+bind:ADDRESS`` or ``KIND+connect:ADDRESS`` (as in
+Savant), e.g. ``pull+bind:ipc:///tmp/stream-x/detect.in`` or
+``push+connect:tcp://127.0.0.1:5601``.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import zmq
+
+from stream.errors import TransportError
+
+_KINDS = {"push": zmq.PUSH, "pull": zmq.PULL, "pub": zmq.PUB, "sub": zmq.SUB}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: str
+    bind: bool
+    address: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Endpoint:
+        """'push+bind:ipc:///x' → Endpoint('push', True, 'ipc:///x')."""
+        head, sep, address = spec.partition(":")
+        kind, plus, mode = head.partition("+")
+        if not sep or not plus or kind not in _KINDS or mode not in ("bind", "connect"):
+            raise TransportError(
+                f"bad endpoint {spec!r}: expected KIND+bind:ADDRESS or KIND+connect:ADDRESS "
+                f"with KIND in {sorted(_KINDS)}"
+            )
+        if not address.startswith(("ipc://", "tcp://", "inproc://")):
+            raise TransportError(f"bad endpoint {spec!r}: address must start with ipc://, tcp:// or inproc://")
+        return cls(kind, mode == "bind", address)
+
+    def __str__(self) -> str:
+        return f"{self.kind}+{'bind' if self.bind else 'connect'}:{self.address}"
+
+
+
+def check_tcp_port_free(host: str, port: int, key: str) -> None:
+    """Raise TransportError naming ``key`` when host:port cannot be bound."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise TransportError(
+                f"{key}: {host}:{port} is already in use ({exc.strerror}); "
+                f"choose another with --set {key}=N (0 picks a free port)"
+            ) from exc
+
+
+
+def is_loopback_address(address: str) -> bool:
+    """True when a ZeroMQ address is only reachable from this host: ipc://,
+    inproc://, or tcp:// on 127.x.x.x, ::1 or localhost. '*' and 0.0.0.0 are not."""
+    if address.startswith(("ipc://", "inproc://")):
+        return True
+    if not address.startswith("tcp://"):
+        return False
+    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    if ";" in host:  # tcp://SOURCE;HOST:PORT (connect form): the remote host decides
+        host = host.rpartition(";")[2]
+    return host == "localhost" or host == "::1" or host.startswith("127.")
