@@ -47,9 +47,11 @@ function makeCard(source) {
   if (transport === "h264") {
     card.img.hidden = true;
     card.video.hidden = false;
-    card.player = new TilePlayer(card.video, () => {
+    card.player = new TilePlayer(card.video, (meta, latencyMs) => {
       card.frames++;
       card.root.dataset.frames = String(card.frames);
+      // capture → shown of the frame on screen (for benchmarks: data-shown-latency-ms)
+      if (latencyMs !== null) card.root.dataset.shownLatencyMs = String(Math.round(latencyMs));
     });
   }
   card.tbody.addEventListener("click", (e) => {
@@ -122,7 +124,7 @@ function openLive(ids, detail) {
     onMedia: (source, h, data) => {
       const card = cards.get(source);
       if (!card) return;
-      card.player.media(data, h.key);
+      card.player.media(data, h.key, h.ageMs);
       card.lastPicture = Date.now();
       card.ageAtArrival = h.ageMs;
       el(card.root, ".seq").textContent = "seq " + h.seq;
@@ -161,6 +163,8 @@ function onPart(headers, body) {
     if (old) URL.revokeObjectURL(old);
     card.lastPicture = Date.now();
     card.ageAtArrival = Number(headers["x-age-ms"]) || 0;
+    const arrived = card.lastPicture, age = card.ageAtArrival;
+    card.img.decode().then(() => { card.root.dataset.shownLatencyMs = String(Math.round(age + Date.now() - arrived)); }, () => {});
     card.frames++;
     card.root.dataset.frames = String(card.frames);
     el(card.root, ".seq").textContent = "seq " + headers["x-seq"];

@@ -2,12 +2,13 @@
 // each camera into its own MediaSource in its tile's <video>. Binary messages are
 // video (see stream/live/server.py _video_message), text messages the object events.
 // Low latency: one fragment per frame, "sequence" mode (a skipped frame or a late one
-// leaves no gap), and the play position jumps to the newest frame when it falls
-// behind; the buffer behind the play position is trimmed.
+// leaves no gap), and the play position follows the newest frame (a jump when far
+// behind, a slightly faster rate when a little behind); the buffer behind it is trimmed.
 "use strict";
 
 const H264_PROBE = 'video/mp4; codecs="avc1.42E01F"';
-const LIVE_BEHIND_S = 0.3; // further behind the newest frame than this: jump to it
+const LIVE_BEHIND_S = 0.5; // further behind the newest frame than this: jump to it
+const EDGE_S = 0.04; // where to play: this far before the newest frame's end
 const KEEP_S = 3; // seconds of video kept behind the play position
 const MAX_QUEUE = 30; // fragments waiting for the SourceBuffer before the backlog is dropped to a keyframe
 
@@ -23,8 +24,10 @@ class TilePlayer {
     this.queue = [];
     this.initData = null;
     this.codec = "";
+    this.appending = null; // the fragment in the SourceBuffer's hands
+    this.spans = []; // {end: media time its frame ends, arrival: Date.now() when it came, ageMs then}
     if ("requestVideoFrameCallback" in video) {
-      const each = (now, meta) => { onFrame(meta); video.requestVideoFrameCallback(each); };
+      const each = (now, meta) => { onFrame(meta, this.latencyAt(meta.mediaTime)); video.requestVideoFrameCallback(each); };
       video.requestVideoFrameCallback(each);
     }
   }
@@ -48,9 +51,15 @@ class TilePlayer {
     this.video.src = url;
   }
 
-  media(data, key) {
+  // capture → shown for the frame at mediaTime: its age when it arrived plus the time since
+  latencyAt(mediaTime) {
+    const span = this.spans.find((s) => s.end > mediaTime + 1e-4);
+    return span ? span.ageMs + Date.now() - span.arrival : null;
+  }
+
+  media(data, key, ageMs) {
     if (!this.ms) return; // no init segment yet: the server sends one first
-    this.queue.push({ data, key });
+    this.queue.push({ data, key, ageMs: ageMs || 0, arrival: Date.now() });
     if (this.queue.length > MAX_QUEUE) this.dropToKeyframe();
     this.pump();
   }
@@ -65,6 +74,12 @@ class TilePlayer {
   pump() {
     const sb = this.sb;
     if (!sb || sb.updating || this.ms.readyState !== "open") return;
+    if (this.appending) { // the fragment just appended ends where the buffer now ends
+      const b = sb.buffered;
+      if (b.length) this.spans.push({ end: b.end(b.length - 1), arrival: this.appending.arrival, ageMs: this.appending.ageMs });
+      if (this.spans.length > 200) this.spans.splice(0, 100);
+      this.appending = null;
+    }
     if (this.initData) {
       const data = this.initData;
       this.initData = null;
@@ -81,23 +96,29 @@ class TilePlayer {
     if (!next) { this.chase(); return; }
     try {
       sb.appendBuffer(next.data);
+      this.appending = next;
     } catch (err) { // QuotaExceededError and the like: go on from the next keyframe
       const k = this.queue.findIndex((q) => q.key);
       this.queue = k < 0 ? [] : this.queue.slice(k);
     }
   }
 
-  // the live edge: play the newest frame, not a backlog
+  // the live edge: play the newest frame, not a backlog. Far behind: jump; a little
+  // behind: play slightly faster until caught up (no visible jump)
   chase() {
     const v = this.video, b = v.buffered;
     if (!b.length) return;
     const start = b.start(b.length - 1), end = b.end(b.length - 1);
-    if (v.currentTime < start || end - v.currentTime > LIVE_BEHIND_S) v.currentTime = Math.max(start, end - 0.05);
+    const behind = end - v.currentTime;
+    if (v.currentTime < start || behind > LIVE_BEHIND_S) v.currentTime = Math.max(start, end - EDGE_S);
+    else v.playbackRate = behind > 2 * EDGE_S ? 1.25 : 1.0;
     if (v.paused) v.play().catch(() => {});
   }
 
   close() {
     this.sb = null;
+    this.spans = [];
+    this.appending = null;
     this.queue = [];
     this.initData = null;
     if (this.ms) {

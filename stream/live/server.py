@@ -9,11 +9,28 @@ Endpoints (GET only):
                           image/jpeg pictures (``X-Seq``, ``X-Age-Ms``) and
                           application/json object events; ``&detail=a`` adds masks
                           to source a's events (the camera page)
+    /live?sources=a,b     the same wall over H.264: a WebSocket (RFC 6455) carrying,
+                          per source, the shared encode's fragmented MP4 as binary
+                          messages ``[kind u8][len u8][source id]`` then for kind 1
+                          (init segment, once per stream) ``[len u8][codec, e.g.
+                          avc1.42C01F][ftyp+moov]``, for kind 2 (one frame)
+                          ``[seq u32][age ms u32][flags u8: 1 = keyframe][moof+mdat]``
+                          (big-endian); object events as text messages (the wall's
+                          JSON); ``&detail=a`` as for /wall. A viewer starts on a
+                          keyframe; the Origin, when sent, must be this server
     /api/recordings       JSON: each source's recorded segments by start time
     /recordings/<source>/<segment>.mp4|.jsonl   a recording, read-only, with HTTP Range
     /api/sources          JSON: the configured sources and their state
     /healthz              JSON {"status": "ok"}; no token needed (for probes)
-    /static/app.js, rle.js, player.js, style.css   the page's code (public, no data, no token)
+    /static/app.js, rle.js, player.js, h264.js, style.css   the page's code (public, no data, no token)
+
+Choosing the transport (for people and for ``stream bench live``): the page plays
+H.264 over ``/live`` when the browser's Media Source Extensions take
+``video/mp4; codecs="avc1.42E01F"`` and MJPEG over ``/wall`` otherwise;
+``/?transport=mjpeg`` forces MJPEG and ``/?transport=h264`` asks for H.264 (the
+chosen one is ``document.documentElement.dataset.transport``). Each tile reports
+the capture-to-screen latency of the frame it shows in ``data-shown-latency-ms``
+and the frames it has shown in ``data-frames``.
 
 With a token, every other endpoint needs ``Authorization: Bearer <token>`` or
 ``?token=<token>`` (the page passes its own ``?token=`` on to its stream and

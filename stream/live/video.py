@@ -135,6 +135,11 @@ class VideoFeed:
         v = self._videos.get(info.source)
         if v is None:
             return
+        if v.viewers == 0:  # the encode runs for another sink: build nothing; a viewer restarts on a keyframe
+            if v.generation:
+                with self._lock:
+                    v.generation, v.fragments = 0, []
+            return
         if v.generation != info.generation:
             if not packet.keyframe:
                 self.request_keyframe(info.source)

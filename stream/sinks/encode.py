@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ class _SourceEncoder:
         self._steps: deque[int] = deque(maxlen=16)  # the source's recent forward pts steps
         self._inflight: deque[tuple[_Item, int, bool]] = deque()  # frames in the encoder, in order
         self.key_requested = threading.Event()
+        self.errors = 0
+        self._last_error_log = -1e9
         size = max([c.queue_size for c in pool.consumers] or [4])
         self.worker = BackgroundWorker(f"h264 {source}", self.handle, maxsize=size, on_stop=self.close_stream)
 
@@ -144,14 +147,36 @@ class _SourceEncoder:
         if info is not None and ((width, height) != (info.width, info.height) or tb != info.time_base):
             log.debug("source=%s seq=%d h264: picture size or time base changed", h.source, h.seq)
             self.close_stream("picture size changed")
-        if self.info is None:
-            self.open(width, height, tb)
-        assert self.info is not None
-        pts, restamped = self._timeline(h.pts, tb)
-        key = self._keyframe(pts, tb)
-        self._inflight.append((item, pts, restamped))
-        self.frames += 1
-        self._fan_out(self.stream.encode(video_frame(item.image, pts, tb, keyframe=key)))
+        try:
+            if self.info is None:
+                self.open(width, height, tb)
+            assert self.info is not None
+            pts, restamped = self._timeline(h.pts, tb)
+            key = self._keyframe(pts, tb)
+            self._inflight.append((item, pts, restamped))
+            self.frames += 1
+            packets = self.stream.encode(video_frame(item.image, pts, tb, keyframe=key))
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.failed(h, exc)
+            return
+        self._fan_out(packets)
+
+    def failed(self, h: FrameHeader, exc: BaseException) -> None:
+        """The encoder could not open or encode: log (at most every 10 s), drop the frame,
+        end the stream (the next frame opens a new one)."""
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 10.0:
+            log.error(
+                "source=%s seq=%d h264: cannot encode with %s: %s (%d frame(s) failed so far)",
+                h.source, h.seq, self.pool.codec, exc, self.errors,
+            )
+            self._last_error_log = now
+        self._inflight.clear()
+        if self.info is not None:
+            self.close_stream("the encoder failed")
+        elif self.container is not None:
+            self.container, self.stream = None, None
 
     def _timeline(self, src_pts: int, tb: Fraction) -> tuple[int, bool]:
         if self._last_src is not None and src_pts > self._last_src:

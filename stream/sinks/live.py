@@ -12,8 +12,14 @@ Config (``sinks.live``)::
         host: 127.0.0.1        # loopback by default; anything else needs a token
         port: 8080             # 0 = any free port (the URL is logged)
         token: ${ENV:LIVE_TOKEN}   # Authorization: Bearer … or ?token=… ; never logged
-        max_fps: 15            # pictures and object updates per second per source, at most
+        max_fps: 15            # MJPEG pictures and object updates per second per source, at most
         jpeg_quality: 80
+
+Video reaches a browser as H.264 where it plays it (MSE with ``avc1``): the output
+stage's one encode per source (``stream.sinks.encode``, shared with record and
+re-stream) as fragmented MP4 over one WebSocket per viewer, every encoded frame
+(``max_fps`` does not apply; the object events keep it). Otherwise, or with
+``?transport=mjpeg``, as JPEGs at most ``max_fps`` a second (``stream.live.server``).
 
 ``write`` runs on the output stage's hot path and never waits for a client: it
 copies a picture only when someone watches that source and the source is due
