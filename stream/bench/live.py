@@ -61,7 +61,7 @@ T = TypeVar("T")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", default="720p,1080p", help=f"comma-separated: {', '.join(RESOLUTIONS)} or WxH")
-    p.add_argument("--transports", default="mjpeg", help=f"comma-separated: {', '.join(TRANSPORTS)}")
+    p.add_argument("--transports", default="mjpeg,h264", help=f"comma-separated: {', '.join(TRANSPORTS)}")
     p.add_argument("--viewers", default="1,2,4", help="comma-separated viewer counts, measured in turn")
     p.add_argument("--max-viewers", type=int, default=None,
                    help="go on doubling the last count up to this many viewers while they hold")
