@@ -231,12 +231,19 @@ class SupervisorConfig(_Model):
     """A stage that sends no heartbeat for heartbeat_timeout_s (frozen: SIGSTOP, swap) is
     killed and restarted after restart_backoff_s: within about 3.5 s by default. A long
     model call does not count: heartbeats come from their own thread every
-    heartbeat_interval_s; a batch running longer than stall_timeout_s does."""
+    heartbeat_interval_s; a batch running longer than stall_timeout_s does.
+
+    While a stage loads (builds its models, warms up) it heartbeats too: silence longer
+    than load_heartbeat_timeout_s kills it (more lenient than heartbeat_timeout_s: a C
+    extension's import holds the GIL, gaps of 2.4 s were measured on 2 busy cores), and
+    so does still loading startup_timeout_s after it was started (the deadline of the
+    whole load, first heartbeat included; a first YOLO-NAS build took over 300 s under load)."""
 
     heartbeat_interval_s: float = Field(0.5, gt=0, le=60)
     heartbeat_timeout_s: float = Field(3.0, gt=0)
     stall_timeout_s: float = Field(300.0, gt=0)
-    startup_timeout_s: float = Field(300.0, gt=0)
+    startup_timeout_s: float = Field(900.0, gt=0)
+    load_heartbeat_timeout_s: float = Field(30.0, gt=0)
     max_crashes: int = Field(5, ge=1)
     crash_window_s: float = Field(60.0, gt=0)
     restart_backoff_s: float = Field(0.5, ge=0)

@@ -123,12 +123,15 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     Counters are cumulative since the process started; ``drops`` lists only the
     drops since the previous heartbeat. latency_ms: (p50, p99) of this stage's
     per-frame processing time over the last window. last_seq: newest seq seen
-    per source. state: 'starting' | 'running' | 'done' | 'failed'. busy_s: how long
+    per source. state: 'loading' (building the stage: imports, models) | 'starting'
+    (warming up) | 'running' | 'done' | 'failed'. busy_s: how long
     the stage has been inside its current batch (0 when waiting for input).
     age_buckets, age_sum_s (last stage only): per source, cumulative counts of frame
     age (output time − capture time) at or below each of ``AGE_BUCKETS_S`` (then +Inf),
     and the sum of ages in seconds, since the process started. objects (last stage only):
     per source, (objects, objects with a mask) on the newest frame that reached the end.
+    sinks (last stage only): per sink, per source, frames by outcome ("written", or a
+    drop reason such as "queue full"), cumulative since the process started.
     """
 
     stage: str
@@ -147,8 +150,12 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="hb"):
     age_buckets: dict[str, tuple[int, ...]] = {}
     age_sum_s: dict[str, float] = {}
     objects: dict[str, tuple[int, int]] = {}
+    sinks: dict[str, dict[str, dict[str, int]]] = {}
     version: int = SCHEMA_VERSION
 
+
+LOADING = "loading"
+LOADING_STATES = (LOADING, "starting")  # Heartbeat.state of a stage not ready yet
 
 class SourceReport(msgspec.Struct, frozen=True):
     """What the last stage saw of one source. received: frames that arrived;
@@ -169,10 +176,12 @@ class SourceReport(msgspec.Struct, frozen=True):
 
 
 class RunReport(msgspec.Struct, frozen=True, tag="report"):
-    """Sent once by the last stage when every source ended."""
+    """Sent once by the last stage when every source ended. sinks: per sink, per source,
+    frames by outcome once the sinks are closed (see ``Heartbeat.sinks``)."""
 
     stage: str
     sources: tuple[SourceReport, ...]
+    sinks: dict[str, dict[str, dict[str, int]]] = {}
     version: int = SCHEMA_VERSION
 
 

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from stream.errors import TransportError
 from stream.httpd import GuardedHandler, GuardedServer, is_loopback
 from stream.messages import AGE_BUCKETS_S
+from stream.sinks import MESSAGE_SINKS
 
 SOURCE_STATES = ("connecting", "streaming", "stalled", "failed", "done")
 
@@ -65,7 +66,17 @@ class _HeartbeatCollector(Collector):
         for source, (counts, total) in snap.get("frame_age", {}).items():
             bounds = [*(f"{b:g}" for b in AGE_BUCKETS_S), "+Inf"]
             age.add_metric([source], list(zip(bounds, counts, strict=True)), total)
-        yield from (frames_in, frames_out, errors, drops, latency, restarts, up, depth, state, age)
+        sink_frames = CounterMetricFamily("stream_sink_frames", "frames each sink wrote (outcome 'written') "
+                                          "or dropped (outcome: the reason)", labels=["sink", "source", "outcome"])
+        sink_messages = CounterMetricFamily("stream_sink_messages", "messages (MQTT events) each sink published "
+                                            "(outcome 'written') or did not", labels=["sink", "source", "outcome"])
+        for sink, rows in snap.get("sinks", {}).items():
+            family = sink_messages if sink in MESSAGE_SINKS else sink_frames
+            for source, row in rows.items():
+                for outcome, n in row.items():
+                    family.add_metric([sink, source, outcome], n)
+        yield from (frames_in, frames_out, errors, drops, latency, restarts, up, depth, state, age, sink_frames,
+                    sink_messages)
 
 
 class MetricsServer:

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ class Counters:
     age_buckets: dict[str, list[int]] = field(default_factory=dict)  # see Heartbeat.age_buckets
     age_sum_s: dict[str, float] = field(default_factory=dict)
     objects: dict[str, tuple[int, int]] = field(default_factory=dict)  # see Heartbeat.objects
+    sink_outcomes: Callable[[], dict[str, dict[str, dict[str, int]]]] | None = None  # see Heartbeat.sinks
+    _last_sinks: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe_age(self, source: str, age_s: float) -> None:
@@ -71,6 +74,16 @@ class Counters:
         """Cumulative bucket counts (le=each bound, then +Inf) and sums, per source."""
         cumulative = {src: tuple(itertools.accumulate(list(c))) for src, c in list(self.age_buckets.items())}
         return cumulative, dict(self.age_sum_s)
+
+    def sinks_snapshot(self) -> dict[str, dict[str, dict[str, int]]]:
+        """``sink_outcomes()`` read from the heartbeat thread (the last good one if a sink's
+        dict changed size under it: the next beat has the new figures)."""
+        if self.sink_outcomes is not None:
+            try:
+                self._last_sinks = self.sink_outcomes()
+            except RuntimeError:
+                pass
+        return self._last_sinks
 
     def drop(self, source: str, seq: int, reason: str) -> None:
         with self._lock:
@@ -123,6 +136,7 @@ class Heartbeater:
             last_seq=dict(c.last_seq), latency_ms=self.latency.quantiles() if self.latency else (0.0, 0.0),
             source_state=dict(self.source_state), detail=self.detail, busy_s=busy,
             age_buckets=age_buckets, age_sum_s=age_sum_s, objects=dict(c.objects),
+            sinks=c.sinks_snapshot(),
         )
         self.send(encode_control(hb))
 

@@ -123,7 +123,7 @@ class StageRunner:
         self.stage = stage
         self.spec = spec
         self.sink = sink  # the last stage's report collector (stream.stages.output)
-        self.counters = Counters()
+        self.counters = Counters(sink_outcomes=getattr(sink, "sink_outcomes", None))
         self.latency = LatencyWindow()
         self.ended: set[str] = set()
         self.stop = StopFlag(armed=False)  # armed once the stage is ready (see run)
@@ -195,7 +195,11 @@ class StageRunner:
     def _finish(self) -> None:
         self.hb.state = "done"
         if self.sink is not None:
-            self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.sink.reports())))
+            outcomes = getattr(self.sink, "sink_outcomes", None)
+            if outcomes is not None:
+                self.sink.close()  # the sinks write what they hold: their outcomes are final
+            self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.sink.reports(),
+                                                  sinks=outcomes() if outcomes is not None else {})))
 
     def _wait_until_released(self) -> None:
         """ZeroMQ discards what a peer has not read yet when the sender disconnects, so a

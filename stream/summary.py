@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from stream.messages import DropRecord, SourceReport
+from stream.sinks import MESSAGE_SINKS, WRITTEN
 
 
 @dataclass
@@ -25,6 +26,7 @@ class SourceSummary:
     latency_p99_ms: float = 0.0
     hop_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
     state: str = "done"
+    sinks: dict[str, dict[str, int]] = field(default_factory=dict)  # sink -> outcome -> frames (see stream.sinks)
 
     @property
     def dropped_total(self) -> int:
@@ -61,10 +63,61 @@ class RunSummary:
                 lines.append(f"    dropped {n} ({reason}){detail}")
             if s.out_of_order:
                 lines.append(f"    {s.out_of_order} frames arrived out of order")
+            for sink, row in sorted(s.sinks.items()):
+                lines.append(f"    sink {sink}: {format_outcomes(sink, row)}")
         if any(self.restarts.values()):
             lines.append("restarts: " + ", ".join(f"{k} ×{v}" for k, v in self.restarts.items() if v))
         lines.append(f"wall time {self.wall_s:.1f} s ({self.stopped_by})")
         return "\n".join(lines)
+
+
+def format_outcomes(sink: str, row: dict[str, int]) -> str:
+    """'120 written, 30 dropped (queue full)' (MQTT: messages, not frames)."""
+    unit = " messages" if sink in MESSAGE_SINKS else ""
+    parts = [f"{row.get(WRITTEN, 0)}{unit} written"]
+    parts += [f"{n} {'queued' if why == 'queued' else f'dropped ({why})'}"
+              for why, n in sorted(row.items()) if why != WRITTEN and n]
+    return ", ".join(parts)
+
+
+Outcomes = dict[str, dict[str, dict[str, int]]]  # sink -> source -> outcome -> count
+
+
+def _add(into: Outcomes, more: Outcomes) -> None:
+    for sink, rows in more.items():
+        for source, row in rows.items():
+            mine = into.setdefault(sink, {}).setdefault(source, {})
+            for outcome, n in row.items():
+                mine[outcome] = mine.get(outcome, 0) + n
+
+
+class SinkTally:
+    """The sinks' outcomes over a run. A process reports counts cumulative since it
+    started, so those of a process that was replaced (a restart) are kept and added to
+    its successor's."""
+
+    def __init__(self) -> None:
+        self._before: Outcomes = {}
+        self._current: dict[str, Outcomes] = {}
+
+    def update(self, proc: str, outcomes: Outcomes) -> None:
+        """The latest cumulative outcomes of process ``proc``."""
+        if outcomes:
+            self._current[proc] = outcomes
+
+    def replaced(self, proc: str) -> None:
+        """``proc`` is being started again: what it reported stays counted."""
+        _add(self._before, self._current.pop(proc, {}))
+
+    def totals(self) -> Outcomes:
+        out: Outcomes = {}
+        _add(out, self._before)
+        for outcomes in self._current.values():
+            _add(out, outcomes)
+        return out
+
+    def of_source(self, source: str) -> dict[str, dict[str, int]]:
+        return {sink: rows[source] for sink, rows in self.totals().items() if source in rows}
 
 
 RECENT_KEPT = 1024  # drop records and received ranges kept per source for naming seqs

@@ -33,13 +33,21 @@ import zmq
 from stream.config import Config
 from stream.errors import STARTUP_EXIT_BASE, ProtocolError, SupervisorError, error_for_exit_code
 from stream.health import HealthWindow, verdict
-from stream.messages import Control, Heartbeat, RunReport, decode_control, encode_control
+from stream.messages import (
+    LOADING,
+    LOADING_STATES,
+    Control,
+    Heartbeat,
+    RunReport,
+    decode_control,
+    encode_control,
+)
 from stream.metrics import MetricsServer
 from stream.sources import open_source
 from stream.split import SplitPlan, hop_curve, plan
 from stream.stages import STAGES, check_pipeline
 from stream.status import StatusLine
-from stream.summary import DropLedger, RunSummary, summarize_source
+from stream.summary import DropLedger, RunSummary, SinkTally, summarize_source
 from stream.transport.endpoints import check_tcp_port_free
 from stream.transport.keys import Curve, run_curve_keys
 from stream.transport.ring import FrameRing, shm_dir
@@ -83,6 +91,7 @@ class Supervisor:
         self.procs: list[Proc] = []
         self.ledger = DropLedger()  # counts + a bounded recent window: runs last weeks
         self.report: RunReport | None = None
+        self.sink_tally = SinkTally()  # what each sink wrote and dropped (heartbeats, the final report)
         self.rings: list[FrameRing] = []
         self.run_dir: Path | None = None
         self.metrics: MetricsServer | None = None
@@ -227,6 +236,7 @@ class Supervisor:
         proc.started = time.monotonic()
         proc.last_hb = proc.started
         proc.hb = None
+        self.sink_tally.replaced(proc.name)
         proc.restart_at = None
         log.debug("started %s (pid %d)", proc.name, proc.popen.pid)
 
@@ -313,6 +323,7 @@ class Supervisor:
                         self._on_heartbeat(msg)
                     elif isinstance(msg, RunReport):
                         self.report = msg
+                        self.sink_tally.update(msg.stage, msg.sinks)
             parts = recv_parts(self.hb_sock, 0)
 
     def _publish_source_states(self) -> None:
@@ -328,8 +339,11 @@ class Supervisor:
         proc = next((p for p in self.procs if p.name == hb.stage), None)
         if proc is None or proc.popen is None or proc.popen.pid != hb.pid:
             return  # a late heartbeat from a process that was replaced
+        if hb.state == LOADING and (proc.hb is None or proc.hb.state != LOADING):
+            log.debug("%s is loading (pid %d)", proc.name, hb.pid)
         proc.hb = hb
         proc.last_hb = time.monotonic()
+        self.sink_tally.update(proc.name, hb.sinks)
         self.ledger.add(hb.drops)
         for d in hb.drops:
             self._dropped[d.source] = self._dropped.get(d.source, 0) + d.last - d.first + 1
@@ -358,10 +372,18 @@ class Supervisor:
             assert p.popen is not None
             rc = p.popen.poll()
             if rc is None:
-                state = p.hb.state if p.hb else "starting"
-                limit = sup.startup_timeout_s if state == "starting" else sup.heartbeat_timeout_s
-                if now - p.last_hb > limit:
-                    log.error("%s sent no heartbeat for %.0f s; killing it", p.name, now - p.last_hb)
+                loading = p.hb is None or p.hb.state in LOADING_STATES
+                limit = (sup.startup_timeout_s if p.hb is None else sup.load_heartbeat_timeout_s if loading
+                         else sup.heartbeat_timeout_s)
+                if loading and now - p.started > sup.startup_timeout_s and p.hb is not None:
+                    log.error("%s is still loading %.0f s after it started (supervisor.startup_timeout_s); "
+                              "killing it", p.name, now - p.started)
+                    p.popen.kill()
+                    p.popen.wait()
+                    self._crashed(p, "still loading")
+                elif now - p.last_hb > limit:
+                    log.error("%s sent no heartbeat for %.0f s%s; killing it", p.name, now - p.last_hb,
+                              " while loading" if loading else "")
                     p.popen.kill()
                     p.popen.wait()
                     self._crashed(p, "no heartbeat")
@@ -441,7 +463,7 @@ class Supervisor:
                 return False
             if p.restart_at is not None or p.hb is None:
                 return True
-            return p.hb.state == "starting" or p.hb.busy_s > 0
+            return p.hb.state in LOADING_STATES or p.hb.busy_s > 0
 
         busy_now = any(busy(p) for p in self.procs)
         idle = now - self._last_progress[1]
@@ -489,6 +511,7 @@ class Supervisor:
             read = (cap.hb.last_seq.get(s.id, -1) + 1) if cap and cap.hb else 0
             sources.append(summarize_source(reports.get(s.id), s.id, read, self.ledger,
                                             self._source_states.get(s.id, "done"), stopped=bool(self._stopping)))
+            sources[-1].sinks = self.sink_tally.of_source(s.id)
         return RunSummary(sources, {p.name: p.restarts for p in self.procs}, wall_s,
                           random_weights=self.config.random_weights, stopped_by=self._stopping or "end of input")
 
@@ -519,7 +542,8 @@ class Supervisor:
             output = next((p.hb for p in self.procs if p.name == "output"), None)
             ages = {src: (counts, output.age_sum_s.get(src, 0.0)) for src, counts in output.age_buckets.items()} \
                 if output else {}
-            return {"stages": stages, "drops": drops, "sources": dict(self._source_states), "frame_age": ages}
+            return {"stages": stages, "drops": drops, "sources": dict(self._source_states), "frame_age": ages,
+                    "sinks": self.sink_tally.totals()}
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(answer 200, body) for /healthz; see stream.health for the verdicts."""

@@ -9,7 +9,8 @@ A stage that fails with a StreamError before it is ready (building it or its
 ``start()``: a config, device, port or weights error) cannot fix itself by
 restarting: it reports the one-line error on the heartbeat channel and exits
 with ``STARTUP_EXIT_BASE + exit_code``; the supervisor then stops the run.
-Until ready, SIGTERM ends the process at once (see ``StopFlag``).
+Until ready, SIGTERM ends the process at once (see ``StopFlag``). While the stage is
+built (models loaded) the process heartbeats ``loading`` (``stream.loading``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def main() -> int:
             cspec = CaptureSpec(**request["spec"])
             source_cfg = next(s for s in config.sources if s.id == cspec.source_id)
             return CaptureRunner(open_source(source_cfg), cspec).run()
+        from stream.loading import loading_heartbeat
         from stream.runtime import one_line, report_failed_start
         from stream.stage import StageRunner, WorkerSpec
         from stream.stages import build_stage
@@ -74,18 +76,19 @@ def main() -> int:
         spec = WorkerSpec(**{**request["spec"], "sources": tuple(request["spec"]["sources"])})
         runner: StageRunner | None = None
         try:
-            if spec.output is None:
-                from stream.stages.output import build as build_output
+            with loading_heartbeat(request["spec"]):  # building loads models: minutes, under load
+                if spec.output is None:
+                    from stream.stages.output import build as build_output
 
-                out = build_output(config)
-                runner = StageRunner(out, spec, sink=out)
-            else:
-                sent = None
-                if spec.report:  # upstream of a split: what crossed the hop, for this host's summary
-                    from stream.stages.output import OutputStage
+                    out = build_output(config)
+                    runner = StageRunner(out, spec, sink=out)
+                else:
+                    sent = None
+                    if spec.report:  # upstream of a split: what crossed the hop, for this host's summary
+                        from stream.stages.output import OutputStage
 
-                    sent = OutputStage([])
-                runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec, sink=sent)
+                        sent = OutputStage([])
+                    runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec, sink=sent)
             return runner.run()
         except StreamError as exc:
             if runner is not None and runner.ready:

@@ -50,7 +50,6 @@ import os
 import re
 import select
 import socket
-import struct
 import threading
 import time
 from http import HTTPStatus
@@ -63,8 +62,8 @@ from stream.errors import TransportError
 from stream.httpd import LOOPBACK_NAMES, GuardedHandler, GuardedServer
 from stream.live import websocket
 from stream.live.hub import LiveHub
+from stream.live.live_socket import serve_viewer
 from stream.live.recordings import list_recordings, parse_range, recording_file
-from stream.live.video import Cursor, Message
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +87,6 @@ def _part(ctype: str, body: bytes, headers: str) -> bytes:
     """One part of the wall's multipart stream, boundary first."""
     head = f"--{BOUNDARY}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
     return head.encode() + body + b"\r\n"
-
-
-def _video_message(m: Message, now_ns: int) -> bytes:
-    """One binary /live message: kind (1 init, 2 media), the source id (length-prefixed),
-    then for init the codec (length-prefixed) and the init segment, for media the frame's
-    seq (u32), its age in ms when sent (u32), flags (1 = keyframe) and the moof+mdat."""
-    src = m.source.encode()
-    if m.kind == "init":
-        codec = m.codec.encode()
-        return struct.pack(">BB", 1, len(src)) + src + struct.pack(">B", len(codec)) + codec + m.data
-    age_ms = max(0, min(0xFFFFFFFF, (now_ns - m.capture_ns) // 1_000_000))
-    head = struct.pack(">BB", 2, len(src)) + src + struct.pack(">IIB", m.seq & 0xFFFFFFFF, age_ms, m.keyframe)
-    return head + m.data
 
 
 class _Server(GuardedServer):
@@ -322,53 +308,7 @@ class _Handler(GuardedHandler):
         self.send_header("Sec-WebSocket-Accept", websocket.accept_key(self.headers["Sec-WebSocket-Key"]))
         self.end_headers()
         self.close_connection = True
-        for s in sources:
-            hub.video.watch(s)
-        for s in detail:
-            hub.want_detail(s, True)
-        hub.subscribe_events()
-        cursors: dict[str, Cursor] = {}
-        seen, events_after = -1, 0
-        try:
-            while not hub.closing:
-                seen = hub.wait_updates(seen, _IDLE_CHECK_S)
-                messages = hub.video.take(sources, cursors)
-                events_after, events = hub.events_since(events_after, sources)
-                if not messages and not events:
-                    if not self._ws_alive():
-                        break
-                    continue
-                now = time.time_ns()
-                out = [websocket.frame(websocket.BINARY, _video_message(m, now)) for m in messages]
-                out += [websocket.frame(websocket.TEXT, e) for e in events]
-                self.wfile.write(b"".join(out))
-        except (OSError, ConnectionError):
-            pass
-        finally:
-            hub.unsubscribe_events()
-            for s in detail:
-                hub.want_detail(s, False)
-            for s in sources:
-                hub.video.unwatch(s)
-
-    def _ws_alive(self) -> bool:
-        """Answer what the client sent (ping, close) without waiting; False once it is gone."""
-        while True:
-            try:
-                readable, _, _ = select.select([self.connection], [], [], 0)
-                if not readable:
-                    return True
-                opcode, payload = websocket.read_frame(self.connection)
-            except (OSError, ConnectionError):
-                return False
-            if opcode == websocket.CLOSE:
-                try:
-                    self.wfile.write(websocket.frame(websocket.CLOSE, payload[:2]))
-                except OSError:
-                    pass
-                return False
-            if opcode == websocket.PING:
-                self.wfile.write(websocket.frame(websocket.PONG, payload))
+        serve_viewer(hub, self.connection, self.wfile, sources, detail, _IDLE_CHECK_S)
 
     def _recording(self, path: str) -> None:
         found = recording_file(self.server.recordings, path)

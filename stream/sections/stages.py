@@ -32,12 +32,13 @@ class PassthroughConfig(StrictModel):
     drop_every: drop (filter out) the frames whose seq is a multiple of it (1: all), as
     a filtering stage would; check_stamp: with a pattern source (at least 256 px wide),
     check that the pixels carry the frame's own seq (a mismatch is a counted error, the
-    frame dropped)."""
+    frame dropped); load_s: seconds its build takes, as a model load would (start-up tests)."""
 
     touch_pixels: bool = True
     delay_ms: float = Field(0.0, ge=0)
     drop_every: int = Field(0, ge=0)
     check_stamp: bool = False
+    load_s: float = Field(0.0, ge=0)
 
 
 class DetectConfig(StrictModel):

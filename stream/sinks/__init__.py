@@ -11,6 +11,15 @@ A sink is configured once and called per frame from the output stage::
 A sink that raises is logged (with source and seq) and counted; after
 ``MAX_CONSECUTIVE_FAILURES`` in a row it is disabled, and the other sinks and
 the pipeline go on.
+
+A sink that can drop (a bounded queue, a broken connection) also has
+``outcomes() -> {source: {outcome: count}}``, cumulative: ``"written"`` for what
+reached its output, any other key a drop reason ("queue full", "not connected",
+"failed", …). Counts are frames, except for the sinks in ``MESSAGE_SINKS``, which
+count messages (MQTT events). The output stage reports them in its heartbeats
+(``/metrics``: ``stream_sink_frames_total``, ``stream_sink_messages_total``) and
+in the run summary; an exception a sink raises is counted there as ``"failed"``.
+It may be called from another thread (the heartbeat's): it only copies counters.
 """
 
 from __future__ import annotations
@@ -20,6 +29,10 @@ from typing import Protocol
 from stream.messages import Frame
 
 MAX_CONSECUTIVE_FAILURES = 50
+WRITTEN = "written"  # the outcome of what reached a sink's output
+FAILED = "failed"
+NO_PIXELS = "no pixels"
+MESSAGE_SINKS = frozenset({"mqtt"})  # sinks whose outcomes count messages, not frames
 
 
 class Sink(Protocol):

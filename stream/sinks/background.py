@@ -18,6 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _STOP = object()
+QUEUE_FULL = "queue full"
 
 
 class BackgroundWorker:
@@ -41,6 +42,7 @@ class BackgroundWorker:
         self._on_stop = on_stop
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self.dropped = 0
+        self.drops: dict[str, int] = {}  # dropped frames by reason (the summary's and /metrics' outcome)
         self._dropped_since_log = 0
         self._last_log = 0.0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -52,12 +54,15 @@ class BackgroundWorker:
             self._queue.put_nowait(item)
             return True
         except queue.Full:
-            self.count_drop(source, seq, "queue full, the encoder is behind")
+            self.count_drop(source, seq, "queue full, the encoder is behind", reason=QUEUE_FULL)
             return False
 
-    def count_drop(self, source: str, seq: int, why: str) -> None:
-        """Count one dropped frame; log at most once a second."""
+    def count_drop(self, source: str, seq: int, why: str, *, reason: str | None = None) -> None:
+        """Count one dropped frame under ``reason`` (a short label; default ``why``); log
+        ``why`` at most once a second."""
         self.dropped += 1
+        key = reason or why
+        self.drops[key] = self.drops.get(key, 0) + 1
         self._dropped_since_log += 1
         now = time.monotonic()
         if now - self._last_log >= 1.0:

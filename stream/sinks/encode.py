@@ -47,7 +47,7 @@ import numpy as np
 
 from stream.messages import Frame, FrameHeader
 from stream.sections.sinks import EncoderConfig
-from stream.sinks.background import BackgroundWorker
+from stream.sinks.background import QUEUE_FULL, BackgroundWorker
 from stream.sinks.h264 import add_h264_stream, check_image, even_size, resolve_codec, video_frame
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class EncoderPool:
         if enc is None:
             enc = self._sources[frame.source] = _SourceEncoder(self, frame.source)
         if enc.worker.would_drop():  # don't copy pixels only to drop them
-            enc.worker.count_drop(frame.source, frame.seq, "queue full, the encoder is behind")
+            enc.worker.count_drop(frame.source, frame.seq, "queue full, the encoder is behind", reason=QUEUE_FULL)
             return
         enc.worker.offer(_Item(frame.header, frame.arrays, np.array(frame.image, copy=True)), frame.source, frame.seq)
 
@@ -311,6 +311,16 @@ class EncoderPool:
     def dropped(self, source: str) -> int:
         enc = self._sources.get(source)
         return enc.worker.dropped if enc is not None else 0
+
+    def drops(self, source: str) -> dict[str, int]:
+        """Frames of ``source`` the encoder never got, by reason ("queue full")."""
+        enc = self._sources.get(source)
+        return dict(enc.worker.drops) if enc is not None else {}
+
+    def errors(self, source: str) -> int:
+        """Frames of ``source`` the encoder failed on."""
+        enc = self._sources.get(source)
+        return enc.errors if enc is not None else 0
 
     def reset(self, source: str) -> None:
         if source in self._sources:

@@ -38,6 +38,8 @@ from stream.config import Config, StrictModel, validate_section
 from stream.errors import ConfigError
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, class_names_of
+from stream.sinks import WRITTEN
+from stream.sinks.background import QUEUE_FULL
 from stream.sinks.mqtt_client import Message, MqttPublisher, Tls
 from stream.sinks.mqtt_events import SourceEvents
 
@@ -183,13 +185,23 @@ class MqttSink:
         (in flight when the connection broke or at close), queued (not yet sent)."""
         p = self.publisher
         out = {}
-        for s in self._sources:
+        for s in list(self._sources):
             made = p.offered.get(s, 0)
             done = p.published.get(s, 0) + p.dropped.get(s, 0) + p.lost.get(s, 0)
             out[s] = {
                 "events": made, "published": p.published.get(s, 0), "dropped": p.dropped.get(s, 0),
                 "lost": p.lost.get(s, 0), "queued": max(0, made - done),
             }
+        return out
+
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per source, in messages (events): "written" (published), "queue full", "lost" (not
+        delivered: no connection, or it broke) and "queued" (not sent yet), see ``stream.sinks``."""
+        out = {}
+        for s, row in self.stats().items():
+            counts = {WRITTEN: row["published"], QUEUE_FULL: row["dropped"], "lost": row["lost"],
+                      "queued": row["queued"]}
+            out[s] = {k: v for k, v in counts.items() if v or k == WRITTEN}
         return out
 
     def _source(self, source: str) -> SourceEvents:

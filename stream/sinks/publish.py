@@ -35,8 +35,11 @@ from stream.messages import Frame
 from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects, class_names_of
 from stream.published import EndRecord, FrameRecord, PublishedObject, Rle, encode_record
 from stream.sections.sinks import PublishConfig
+from stream.sinks import WRITTEN
 
 log = logging.getLogger(__name__)
+
+REFUSED = "refused"
 
 
 
@@ -128,6 +131,7 @@ class PublishSink:
         self.encode_masks = encode_masks
         self.published = 0
         self.refused = 0
+        self._outcomes: dict[str, dict[str, int]] = {}
         self.bytes_published = 0
         self.last_write_ms = 0.0
         self._pub_seq: dict[str, int] = {}
@@ -168,17 +172,27 @@ class PublishSink:
                 src,
                 frame.seq,
             )
-        self._send(src, encode_record(record))
+        sent = self._send(src, encode_record(record))
+        row = self._outcomes.setdefault(src, {WRITTEN: 0})
+        key = WRITTEN if sent else REFUSED
+        row[key] = row.get(key, 0) + 1
         self._last_seq[src] = frame.seq
         self.last_write_ms = (time.perf_counter() - t0) * 1000
 
-    def _send(self, source: str, payload: bytes) -> None:
+    def _send(self, source: str, payload: bytes) -> bool:
         self._pub_seq[source] = self._pub_seq.get(source, 0) + 1
         if transport.publish(self._sock, source.encode(), payload):
             self.published += 1
             self.bytes_published += len(payload)
-        else:
-            self.refused += 1
+            return True
+        self.refused += 1
+        return False
+
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per source: frame records handed to ZeroMQ ("written") and refused by it (its
+        queue to the subscribers full), see ``stream.sinks``. A subscriber that is slow drops
+        on its own side; it sees the gap in ``pub_seq``."""
+        return {s: dict(row) for s, row in list(self._outcomes.items())}
 
     def end_source(self, source: str) -> None:
         rec = EndRecord(

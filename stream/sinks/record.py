@@ -46,12 +46,15 @@ from stream.config import Config, validate_section
 from stream.errors import StreamError
 from stream.messages import Frame, FrameHeader
 from stream.sections.sinks import RecordConfig, SinksConfig, check_sink_sources
+from stream.sinks import FAILED, NO_PIXELS, WRITTEN
 from stream.sinks.encode import EncodedPacket, EncoderPool, EncoderPools
 from stream.sinks.h264 import resolve_codec
 from stream.sinks.retention import apply_retention, new_segment_paths, source_dir
 from stream.sinks.segments import Segment
 
 log = logging.getLogger(__name__)
+
+WAITING_FOR_KEYFRAME = "waiting for a keyframe"
 
 
 class _SourceRecorder:
@@ -64,6 +67,7 @@ class _SourceRecorder:
         self.frames = 0
         self.segments = 0
         self.errors = 0
+        self.skipped = 0  # frames without pixels
         self.restamped = 0
         self.waiting = 0  # packets dropped while waiting for a keyframe to start a segment on
         self._last_error_log = -1e9
@@ -211,9 +215,10 @@ class RecordSink:
     def write(self, frame: Frame) -> None:
         if not self.wants_packets(frame.source):
             return
-        self._recorder(frame.source)  # a directory outside the root is refused here (SourceError)
+        rec = self._recorder(frame.source)  # a directory outside the root is refused here (SourceError)
         if frame.image is None:
             self.skipped += 1
+            rec.skipped += 1
             if self.skipped == 1:
                 log.warning(
                     "source=%s seq=%d record: frame has no pixels; frames without pixels are not recorded",
@@ -245,6 +250,24 @@ class RecordSink:
             s: {"frames": r.frames, "dropped": self.pool.dropped(s) + r.waiting, "segments": r.segments}
             for s, r in self._recorders.items()
         }
+
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per source: frames in the recording ("written"), dropped by reason ("queue full":
+        the shared encoder was behind; "failed": the encoder or the file refused them; "no
+        pixels"; "waiting for a keyframe": a segment that failed restarts on one), see
+        ``stream.sinks``."""
+        out: dict[str, dict[str, int]] = {}
+        for s, r in list(self._recorders.items()):
+            row = {WRITTEN: r.frames, **self.pool.drops(s)}
+            failed = r.errors + self.pool.errors(s)
+            if failed:
+                row[FAILED] = failed
+            if r.skipped:
+                row[NO_PIXELS] = r.skipped
+            if r.waiting:
+                row[WAITING_FOR_KEYFRAME] = r.waiting
+            out[s] = row
+        return out
 
     # -- called from encoder threads (stream.sinks.encode.PacketConsumer)
 

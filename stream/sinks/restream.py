@@ -41,7 +41,8 @@ from stream.config import Config, validate_section
 from stream.messages import Frame, FrameHeader
 from stream.redact import Scrubber
 from stream.sections.sinks import EncoderConfig, RestreamConfig, SinksConfig, check_sink_sources, check_url
-from stream.sinks.background import BackgroundWorker
+from stream.sinks import WRITTEN
+from stream.sinks.background import QUEUE_FULL, BackgroundWorker
 from stream.sinks.encode import EncodedPacket, EncoderPool, EncoderPools
 from stream.sinks.h264 import check_image, resolve_codec
 
@@ -88,14 +89,16 @@ class _Pusher:
             self.disconnect()
         if self.container is None:
             if time.monotonic() < self.next_attempt:
-                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}")
+                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}", reason="not connected")
                 return
             if not item.keyframe:  # a publication starts on a keyframe: ask for one, drop until then
                 self.sink.pool.request_keyframe(self.source)
-                self.worker.count_drop(h.source, h.seq, "waiting for a keyframe to start on")
+                self.worker.count_drop(
+                    h.source, h.seq, "waiting for a keyframe to start on", reason="waiting for a keyframe"
+                )
                 return
             if not self.connect(item):
-                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}")
+                self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}", reason="not connected")
                 return
         packet = av.Packet(item.data)
         packet.pts = packet.dts = item.pts - self.pts0
@@ -106,6 +109,7 @@ class _Pusher:
         try:
             self.container.mux(packet)
         except (av.FFmpegError, OSError) as exc:
+            self.worker.count_drop(h.source, h.seq, f"lost the connection to {self.masked}", reason="not connected")
             self.fail(f"lost the connection to {self.masked}: {self.scrub(exc)}", h)
             self.disconnect()
             return
@@ -228,7 +232,7 @@ class RestreamSink:
         if p is None:
             return
         if p.in_backoff():  # nothing is encoded for a publication that is waiting to retry
-            p.worker.count_drop(frame.source, frame.seq, f"not connected to {p.masked}")
+            p.worker.count_drop(frame.source, frame.seq, f"not connected to {p.masked}", reason="not connected")
             return
         if self._own_pool:
             check_image(frame.image, self.name, frame.source, frame.seq)
@@ -256,6 +260,18 @@ class RestreamSink:
             for s, p in self._pushers.items()
         }
 
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """Per source: frames pushed ("written") and dropped, by reason ("queue full" at the
+        shared encoder or the push queue, "not connected", "waiting for a keyframe"; see
+        ``stream.sinks``)."""
+        out: dict[str, dict[str, int]] = {}
+        for s, p in list(self._pushers.items()):
+            row = {WRITTEN: p.frames, **p.worker.drops}
+            for reason, n in self.pool.drops(s).items():
+                row[reason] = row.get(reason, 0) + n
+            out[s] = row
+        return out
+
     # -- encoder threads (stream.sinks.encode.PacketConsumer)
 
     def keyframe_due(self, source: str, pts: int, time_base: Fraction) -> bool:
@@ -266,7 +282,9 @@ class RestreamSink:
         if p is None:
             return
         if p.worker.would_drop():
-            p.worker.count_drop(packet.info.source, packet.header.seq, "queue full, the network is behind")
+            p.worker.count_drop(
+                packet.info.source, packet.header.seq, "queue full, the network is behind", reason=QUEUE_FULL
+            )
             return
         p.worker.offer(packet, packet.info.source, packet.header.seq)
 

@@ -15,7 +15,7 @@ import numpy as np
 from stream.config import Config
 from stream.messages import EndOfStream, Frame, Reset, SourceReport
 from stream.runtime import LatencyWindow
-from stream.sinks import MAX_CONSECUTIVE_FAILURES, Sink
+from stream.sinks import FAILED, MAX_CONSECUTIVE_FAILURES, Sink
 from stream.stage import StageBase
 from stream.summary import RECENT_KEPT
 
@@ -44,6 +44,9 @@ class OutputStage(StageBase):
         self.annotator = annotator
         self._failures = {s.name: 0 for s in self.sinks}
         self._stats: dict[str, _SourceStats] = {}
+        self._all_sinks = list(sinks)  # a disabled sink still reports what it wrote
+        self._lost: dict[tuple[str, str, str], int] = {}  # (sink, source, "failed" | "sink disabled") -> frames
+        self._closed = False
 
     def write(self, frame: Frame) -> None:
         """Called by the runner with the stamped frame (after ``process``)."""
@@ -83,10 +86,34 @@ class OutputStage(StageBase):
                 self._failures[sink.name] = 0
             except Exception as exc:  # noqa: BLE001 — one failing sink must not stop the others
                 self._failures[sink.name] += 1
+                self._count_lost(sink.name, frame.source, FAILED)
                 log.error("source=%s seq=%d sink %s failed: %s", frame.source, seq, sink.name, exc)
                 if self._failures[sink.name] >= MAX_CONSECUTIVE_FAILURES:
                     log.error("sink %s disabled after %d failures in a row", sink.name, MAX_CONSECUTIVE_FAILURES)
                     self.sinks.remove(sink)
+        if len(self.sinks) < len(self._all_sinks):
+            for sink in self._all_sinks:
+                if sink not in self.sinks:
+                    self._count_lost(sink.name, frame.source, "sink disabled")
+
+    def _count_lost(self, sink: str, source: str, outcome: str) -> None:
+        key = (sink, source, outcome)
+        self._lost[key] = self._lost.get(key, 0) + 1
+
+    def sink_outcomes(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per sink, per source: frames by outcome, cumulative (``"written"`` or a drop
+        reason; see ``stream.sinks``). Safe to call from the heartbeat thread."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for sink in self._all_sinks:
+            outcomes = getattr(sink, "outcomes", None)
+            rows = {src: dict(row) for src, row in outcomes().items()} if outcomes is not None else {}
+            for (name, src, outcome), n in list(self._lost.items()):
+                if name == sink.name:
+                    row = rows.setdefault(src, {})
+                    row[outcome] = row.get(outcome, 0) + n
+            if rows:
+                out[sink.name] = rows
+        return out
 
     def _needs_picture(self, sink: Sink, frame: Frame) -> bool:
         """Whether ``sink`` gets this frame's annotated picture: it shows pixels
@@ -128,6 +155,10 @@ class OutputStage(StageBase):
                 log.error("source=%s sink %s failed at end of stream: %s", source, sink.name, exc)
 
     def close(self) -> None:
+        """Close every sink (once): queued frames are written first, so ``sink_outcomes`` is final."""
+        if self._closed:
+            return
+        self._closed = True
         for sink in self.sinks:
             try:
                 sink.close()

@@ -37,4 +37,6 @@ class PassthroughStage(StageBase):
 
 
 def build(config: Config) -> PassthroughStage:
+    if config.passthrough.load_s:
+        time.sleep(config.passthrough.load_s)  # as a model load would: before the stage runner exists
     return PassthroughStage(config.passthrough)

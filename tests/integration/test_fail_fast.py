@@ -185,3 +185,32 @@ def test_a_long_batch_is_not_mistaken_for_a_frozen_stage(tmp_path):
     rc, _, err = Run(cfg).finish(90)
     assert rc == 0, err
     assert "sent no heartbeat" not in err and "restarting" not in err, err
+
+
+def test_a_loading_stage_heartbeats_so_a_long_load_lives_and_a_frozen_load_is_restarted(tmp_path):
+    # the stage's build takes 6 s (as a model load does, before its runner exists): longer than
+    # heartbeat_timeout_s and than the silence allowed while loading, so only heartbeats sent
+    # *during* the build keep it alive; frozen mid-load (SIGSTOP), it is killed within that silence
+    silence = budget(2.0)
+    cfg = write_config(tmp_path, ["passthrough"], passthrough={"load_s": 6.0},
+                       supervisor={"heartbeat_timeout_s": 1.0, "load_heartbeat_timeout_s": silence})
+    cfg_data = yaml.safe_load(cfg.read_text())
+    cfg_data["sources"][0].update(live=False, max_frames=20)
+    cfg.write_text(yaml.safe_dump(cfg_data))
+    run = Run(cfg, "--log-level", "debug")
+    try:
+        run.wait_line("passthrough is loading (pid", 240)
+        line = next(line for _, line in run.lines if "passthrough is loading (pid" in line)
+        pid = int(line.split("(pid ")[1].split(")")[0])
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        restarted = run.wait_line("restarting passthrough", 60)
+        rc, _, err = run.finish(120)
+    finally:
+        run.kill()
+    assert "passthrough sent no heartbeat" in err and "while loading" in err, err
+    print(f"restarted {restarted - stopped:.2f} s after SIGSTOP while loading (silence allowed {silence:.1f} s)")
+    assert restarted - stopped < silence + budget(3.0), f"restarted {restarted - stopped:.1f} s after SIGSTOP"
+    # the restarted stage loads for 6 s again, heartbeating, and is not killed: the run ends normally
+    assert rc == 0, err
+    assert err.count("sent no heartbeat") == 1 and "restart 2" not in err, err

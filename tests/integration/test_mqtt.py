@@ -285,9 +285,12 @@ def test_stream_run_with_no_broker_finishes_and_counts_what_it_could_not_send(tm
     cfg = mot_run_config(tmp_path, {"port": free_port()})  # nothing listens there
     r = run_stream("run", str(cfg), "--summary-json", str(tmp_path / "s.json"), timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((tmp_path / "s.json").read_text())["sources"][0]["processed"] == 30
+    summary = json.loads((tmp_path / "s.json").read_text())["sources"][0]
+    assert summary["processed"] == 30
     assert "cannot connect" in r.stderr
     assert re.search(r"mqtt: 6 event\(s\): 0 published, 0 dropped \(queue full\), 6 lost", r.stderr), r.stderr[-2000:]
+    assert summary["sinks"]["mqtt"] == {"written": 0, "lost": 6}  # the summary counts what never left
+    assert "sink mqtt: 0 messages written, 6 dropped (lost)" in r.stdout, r.stdout
 
 
 def test_stream_run_publishes_availability_state_and_events_of_a_tracked_scene(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,31 @@ def test_a_curve_stage_socket_admits_only_allowed_client_keys(tmp_path: Path) ->
             s.close(0)
         auth.stop()
         ctx.term()
+
+
+def test_the_upstream_host_of_a_split_prints_its_status_lines_without_an_output_stage(caplog):
+    # the upstream part has no output process: the status line reads the stage before the hop
+    # (it once looked for "output" with next() and every upstream run, so `stream bench
+    # crosshost`, died with StopIteration)
+    from stream.messages import AGE_BUCKETS_S, Heartbeat
+    from stream.supervisor import Supervisor
+
+    cfg = load_config(None, base={
+        "sources": [{"id": "cam", "type": "synthetic", "max_frames": 5}], "pipeline": ["passthrough"],
+        "transport": {"endpoints": "tcp", "pixels": "inline"},
+        "split": {"after": "passthrough", "address": "tcp://127.0.0.1:5799", "allow_plaintext": True,
+                  "part": "upstream"},
+        "metrics": {"enabled": False}, "supervisor": {"status_interval_s": 0.01}})
+    sup = Supervisor(cfg)
+    sup.prepare()
+    try:
+        assert [p.name for p in sup.procs] == ["passthrough", "capture:cam"]
+        stage = sup.procs[0]
+        stage.hb = Heartbeat(stage="passthrough", pid=1, time_ns=0, state="running", frames_out=3,
+                             last_seq={"cam": 2}, age_buckets={"cam": (3,) * (len(AGE_BUCKETS_S) + 1)})
+        sup._status.started = time.monotonic() - 1.0
+        with caplog.at_level(logging.INFO, logger="stream.supervisor"):
+            sup._print_status()
+        assert "first frames" in caplog.text, caplog.text
+    finally:
+        sup.close()
