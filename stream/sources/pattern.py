@@ -1,11 +1,12 @@
-"""A test-pattern source: a few pre-rendered frames cycled, each stamped with its
+"""A test-pattern source: a few pre-rendered frames cycled (or one still picture with a
+moving box, ``moving``), each stamped with its
 seq in the top-left 8×256 band (bit pattern), so a reader can check it got the
 frame it was sent. Costs one memcpy per frame: what the transport benchmark needs
 to measure the pipeline rather than a decoder.
 
 Each frame also carries its capture time, drawn so that it survives lossy
 compression (JPEG, H.264) and scaling: ``stamp_time`` writes the wall-clock time
-(``time.time_ns()``, the frame's ``capture_ns``) in ms modulo 2**24 (about 4.7 h)
+(``time.time_ns()``; a live pattern's ``capture_ns``) in ms modulo 2**24 (about 4.7 h)
 as 24 big black/white cells, and under them the same bits inverted, so a reader
 can tell a clean read from a damaged one (``time_stamp_geometry``: where the
 cells are). ``stream bench live`` reads it back from the picture a browser
@@ -95,7 +96,9 @@ class PatternSource:
     """width×height BGR frames at ``fps`` (paced in real time when ``live``), ``frames`` of them
     (None: endless). Pictures: 4 gradient/checkerboard variants in turn, or with ``moving`` the
     first variant still and a box (a quarter of the height) sliding right at a quarter of the
-    width per second. Each frame's ``extra['capture_ns']`` is the time stamped into it."""
+    width per second. ``extra['stamped_ns']`` is the time stamped into each frame; a live
+    pattern also gives it as the frame's ``capture_ns`` (a file-like one is timed by the
+    capture once a ring slot is free, as files are, so backpressure is not latency)."""
 
     def __init__(self, width: int, height: int, *, fps: float = 30.0, frames: int | None = 300,
                  live: bool = False, moving: bool = False) -> None:
@@ -133,10 +136,11 @@ class PatternSource:
             if self._still is not None:
                 self._draw_moving(img, self._still, seq)
             stamp_seq(img, seq)
-            capture_ns = time.time_ns()
+            now = time.time_ns()
             if self._geometry is not None:
-                stamp_time(img, capture_ns // 1_000_000, self._geometry)
-            yield SourceFrame(img, pts=int(seq * 90000 / self.fps), extra={"capture_ns": capture_ns})
+                stamp_time(img, now // 1_000_000, self._geometry)
+            extra = {"stamped_ns": now, "capture_ns": now} if self.live else {"stamped_ns": now}
+            yield SourceFrame(img, pts=int(seq * 90000 / self.fps), extra=extra)
             seq += 1
 
     def _draw_moving(self, img: np.ndarray, still: np.ndarray, seq: int) -> None:

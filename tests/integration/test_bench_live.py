@@ -35,7 +35,7 @@ def _jpeg_bytes(quality: int) -> int:
     src = PatternSource(W, H, frames=1, moving=True)
     src.open()
     first = next(iter(src.frames()))
-    header = FrameHeader("cam00", 0, 0, (1, 90000), first.extra["capture_ns"])
+    header = FrameHeader("cam00", 0, 0, (1, 90000), first.extra["stamped_ns"])
     config = Config.model_validate({"sources": [{"id": "cam00", "type": "pattern"}]})
     image = build_annotator(config)(Frame(header, {}, first.image))
     return len(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1])

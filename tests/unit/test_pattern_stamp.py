@@ -17,7 +17,7 @@ from stream.sources.pattern import PatternSource, read_seq, read_time, stamp_tim
 def _frames(width: int, height: int, n: int) -> list[tuple[np.ndarray, int]]:
     src = PatternSource(width, height, fps=30.0, frames=n)
     src.open()
-    out = [(f.image.copy(), f.extra["capture_ns"] // 1_000_000) for f in src.frames()]
+    out = [(f.image.copy(), f.extra["stamped_ns"] // 1_000_000) for f in src.frames()]
     src.close()
     return out
 
@@ -27,6 +27,15 @@ def test_geometry_fits_the_picture_or_is_none() -> None:
     assert time_stamp_geometry(320, 240).cell == 8
     assert time_stamp_geometry(64, 48) is None  # too small: the source still runs, unstamped
     assert len(_frames(64, 48, 2)) == 2
+
+
+def test_a_live_pattern_gives_the_stamped_time_as_the_capture_time() -> None:
+    live = PatternSource(320, 240, fps=100.0, frames=3, live=True)
+    live.open()
+    assert all(f.extra["capture_ns"] == f.extra["stamped_ns"] for f in live.frames())
+    file_like = PatternSource(320, 240, frames=1)
+    file_like.open()
+    assert "capture_ns" not in next(iter(file_like.frames())).extra  # the capture times it
 
 
 def test_each_frame_carries_its_capture_time_and_its_seq() -> None:
