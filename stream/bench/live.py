@@ -80,12 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout-s", type=float, default=60.0, help="how long a new viewer may take to show pictures")
 
 
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str, option: str = "--resolution") -> tuple[int, int]:
     if text in RESOLUTIONS:
         return RESOLUTIONS[text]
     w, _, h = text.lower().partition("x")
     if not (w.isdigit() and h.isdigit()):
-        raise ConfigError(f"--resolution {text!r}: use {', '.join(RESOLUTIONS)} or WxH, e.g. 640x360")
+        raise ConfigError(f"{option} {text!r}: use {', '.join(RESOLUTIONS)} or WxH, e.g. 640x360")
     return int(w), int(h)
 
 
@@ -252,7 +252,7 @@ def _sweeps(args: argparse.Namespace, browser: Callable[[], Browser], transports
 def _walls(args: argparse.Namespace, browser: Callable[[], Browser], transports: list[Transport]) -> list[dict[str, Any]]:
     """One pipeline of ``--wall`` sources; per transport one page showing them all: every tile
     must keep showing new pictures."""
-    size = _size(args.wall_resolution)
+    size = _size(args.wall_resolution, "--wall-resolution")
     geometry = _geometry(size, "--wall-resolution", args.wall_resolution)
     ids, port = [f"cam{i:02d}" for i in range(args.wall)], _free_port()
     live_url = f"http://127.0.0.1:{port}/"
@@ -282,6 +282,10 @@ def run(args: argparse.Namespace) -> BenchResult:
     sizes = [(label, _size(label)) for label in (r.strip() for r in args.resolution.split(",")) if label]
     if args.duration <= 0 or args.fps <= 0 or args.wall < 0:
         raise ConfigError("--duration and --fps must be > 0, --wall >= 0")
+    for label, size in sizes:  # before anything starts
+        _geometry(size, "--resolution", label)
+    if args.wall:
+        _geometry(_size(args.wall_resolution, "--wall-resolution"), "--wall-resolution", args.wall_resolution)
     summary: dict[str, Any] = {"load_avg": os.getloadavg()[0], "cpus": os.cpu_count(), "fps": args.fps,
                                "pattern": args.pattern,
                                "pipeline": "pattern → passthrough → output (live view), no models"}

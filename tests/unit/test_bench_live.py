@@ -4,13 +4,14 @@ holds, and the kernel's per-connection byte counter it reads (on a real loopback
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import socket
 import time
 
 import pytest
 
-from stream.bench.live import _counts, _held, _served, add_arguments
+from stream.bench.live import _counts, _held, _served, add_arguments, run
 from stream.bench.viewing import tcp_bytes_sent
 from stream.errors import ConfigError
 
@@ -64,3 +65,13 @@ def test_bytes_sent_per_connection_come_from_the_kernel() -> None:
     finally:
         for s in (client, conn, server):
             s.close()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--resolution", "64x48"), "--resolution 64x48: too small for the capture-time stamp"),
+    (("--wall-resolution", "huge"), "--wall-resolution 'huge': use"),
+    (("--transports", "mjpeg,webrtc"), "--transports 'mjpeg,webrtc'"),
+])
+def test_bad_options_are_refused_before_anything_starts(argv: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run(_args(*argv))
