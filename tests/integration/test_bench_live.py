@@ -70,9 +70,3 @@ def test_a_short_run_reports_latency_bandwidth_and_cpu_per_viewer_and_the_wall_p
             assert math.isfinite(report[f"{t}_{W}x{H}_{key}"])
         assert isinstance(report[f"{t}_wall_all_updating"], bool) and report[f"{t}_wall_worst_tile_fps"] > 0
     assert report["pattern"] == "moving" and report["cpus"] >= 1 and report["load_avg"] >= 0
-
-
-def test_a_bad_transport_is_refused_naming_the_option():
-    r = run_stream("bench", "live", "--transports", "webrtc", timeout=60)
-    assert r.returncode != 0
-    assert "--transports 'webrtc'" in r.stderr and "mjpeg" in r.stderr
