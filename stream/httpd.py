@@ -13,24 +13,14 @@ live view (``stream.live.server``) and the supervisor's ``/metrics`` and
 
 from __future__ import annotations
 
-import ipaddress
 import socketserver
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+from stream.transport.endpoints import LOOPBACK_NAMES, is_loopback  # noqa: F401  (the one loopback check)
+
 DEFAULT_IDLE_TIMEOUT_S = 30.0
-
-
-def is_loopback(host: str) -> bool:
-    """True for 'localhost' and any address in 127.0.0.0/8 or ::1."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(host_header: str) -> str:

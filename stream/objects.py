@@ -103,7 +103,9 @@ class FrameObjects:
         )
 
 
-COCO_CLASSES = (
+# The class names of the official COCO checkpoints, in model output order
+# (super_gradients.training.datasets.datasets_conf.COCO_DETECTION_CLASSES_LIST).
+COCO_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
     "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
     "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",

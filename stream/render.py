@@ -111,11 +111,6 @@ class Annotator:
         state = self._sources.get(source)
         return state.rate.fps() if state is not None else 0.0
 
-    def trace_count(self, source: str) -> int:
-        """Tracks of ``source`` whose trace is kept (bounded by trace_ttl_frames)."""
-        state = self._sources.get(source)
-        return len(state.traces) if state is not None else 0
-
     def end_source(self, source: str) -> None:
         """Forget a source's traces and fps (end of stream or reset)."""
         self._sources.pop(source, None)
@@ -228,9 +223,8 @@ class Annotator:
 
     def _draw_banner(self, out: np.ndarray) -> None:
         height, width = out.shape[:2]
-        scale = max(self.config.font_scale, 0.6)
-        (tw, th), base = cv2.getTextSize(BANNER_TEXT, _FONT, scale, 2)
-        bar_h = min(height, th + base + 12)
+        scale, (tw, _), base = _banner_text(self.config.font_scale)
+        bar_h = banner_height(self, height)
         cv2.rectangle(out, (0, height - bar_h), (width - 1, height - 1), BANNER_BGR, cv2.FILLED)
         cv2.putText(
             out,
@@ -244,10 +238,17 @@ class Annotator:
         )
 
 
+def _banner_text(font_scale: float) -> tuple[float, tuple[int, int], int]:
+    """(scale, (text width, text height), baseline) of the RANDOM WEIGHTS banner's text, in pixels."""
+    scale = max(font_scale, 0.6)
+    (tw, th), base = cv2.getTextSize(BANNER_TEXT, _FONT, scale, 2)
+    return scale, (tw, th), base
+
+
 def banner_height(annotator: Annotator, height: int) -> int:
-    """Rows at the bottom of a picture covered by the RANDOM WEIGHTS banner."""
-    scale = max(annotator.config.font_scale, 0.6)
-    (_, th), base = cv2.getTextSize(BANNER_TEXT, _FONT, scale, 2)
+    """Rows at the bottom of a ``height``-row picture the RANDOM WEIGHTS banner covers (what
+    ``Annotator`` draws it as)."""
+    _, (_, th), base = _banner_text(annotator.config.font_scale)
     return min(height, th + base + 12)
 
 

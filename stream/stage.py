@@ -13,7 +13,10 @@ A stage is a small class built from its config section::
 
 ``process_batch`` returns one output per input: a new Frame (never the input
 mutated) or None to drop it on purpose. Frames of one source arrive in seq
-order. The loop (``StageRunner``) owns the sockets, attaches pixels from the
+order. The last stage (``stream.stages.output``) is a stage like the others: its
+``process_batch`` hands each frame to the sinks; the runner stamps the frames it
+receives before that (there is no next stage to send to), and reads what it
+delivered from it at the end (``Reporter``). The loop (``StageRunner``) owns the sockets, attaches pixels from the
 shared-memory ring, batches, stamps timings, forwards, heartbeats to the
 supervisor (``stream.runtime``, shared with the capture), and turns a failing
 frame into a logged, counted drop.
@@ -26,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import zmq
 
@@ -38,6 +41,7 @@ from stream.messages import (
     PixelRef,
     Reset,
     RunReport,
+    SourceReport,
     decode,
     decode_control,
     encode_control,
@@ -64,6 +68,18 @@ class Stage(Protocol):
     def end_source(self, source: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """What reached the end of this host's part of the run, per source, for the summary:
+    the last stage itself, or upstream of a split the ledger of what crossed the hop."""
+
+    def write(self, frame: Frame) -> None: ...
+
+    def event(self, msg: EndOfStream | Reset) -> None: ...
+
+    def reports(self) -> tuple[SourceReport, ...]: ...
 
 
 class StageBase:
@@ -119,11 +135,13 @@ class WorkerSpec:
 class StageRunner:
     """Runs one stage: receive → attach pixels → process_batch → forward; heartbeats."""
 
-    def __init__(self, stage: Stage, spec: WorkerSpec, *, sink: Any = None) -> None:
+    def __init__(self, stage: Stage, spec: WorkerSpec, *, sent: Reporter | None = None) -> None:
+        """``sent``: upstream of a split, the ledger of the frames handed to the other host. The
+        last stage (``spec.output`` None) reports what it delivered itself, when it is a ``Reporter``."""
         self.stage = stage
         self.spec = spec
-        self.sink = sink  # the last stage's report collector (stream.stages.output)
-        self.counters = Counters(sink_outcomes=getattr(sink, "sink_outcomes", None))
+        self.reporter = sent if spec.output is not None else stage if isinstance(stage, Reporter) else None
+        self.counters = Counters(sink_outcomes=getattr(self.reporter, "sink_outcomes", None))
         self.latency = LatencyWindow()
         self.ended: set[str] = set()
         self.stop = StopFlag(armed=False)  # armed once the stage is ready (see run)
@@ -174,7 +192,7 @@ class StageRunner:
             if len(self.ended) >= len(self.spec.sources):
                 self._finish()
                 self._wait_until_released()
-            elif self.sink is not None:
+            elif self.reporter is not None:
                 self._finish()  # stopped mid-run: the summary still gets what the sinks were given
             return 0
         finally:
@@ -194,11 +212,12 @@ class StageRunner:
 
     def _finish(self) -> None:
         self.hb.state = "done"
-        if self.sink is not None:
-            outcomes = getattr(self.sink, "sink_outcomes", None)
-            if outcomes is not None:
-                self.sink.close()  # the sinks write what they hold: their outcomes are final
-            self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.sink.reports(),
+        if self.reporter is not None:
+            outcomes = getattr(self.reporter, "sink_outcomes", None)
+            close = getattr(self.reporter, "close", None)
+            if outcomes is not None and close is not None:
+                close()  # the sinks write what they hold: their outcomes are final
+            self.hb.send(encode_control(RunReport(stage=self.spec.name, sources=self.reporter.reports(),
                                                   sinks=outcomes() if outcomes is not None else {})))
 
     def _wait_until_released(self) -> None:
@@ -263,7 +282,8 @@ class StageRunner:
                 continue
             if isinstance(msg, Frame):
                 if frame is not None:
-                    batch.append(frame)
+                    # the last stage sends nowhere: its stamp is when it got the frame, before the sinks
+                    batch.append(frame if self.out is not None else frame.evolve(stamp=self.spec.name))
                     if deadline is None:
                         deadline = time.monotonic() + self.stage.max_wait_ms / 1000.0
                 if self.stage.max_batch <= 1 or time.monotonic() >= (deadline or 0):
@@ -393,7 +413,7 @@ class StageRunner:
                     continue
                 if out.image is not None and out.image is not frame_in.image and not self._write_back(out, px, ring):
                     continue
-            self._emit(out.evolve(stamp=self.spec.name))
+            self._emit(out.evolve(stamp=self.spec.name) if self.out is not None else out)
 
     def _write_back(self, frame: Frame, px: PixelRef, ring: FrameRing) -> bool:
         """The stage replaced the pixels (``frame.evolve(image=new)``, e.g. preprocess): only
@@ -413,9 +433,7 @@ class StageRunner:
         return True
 
     def _emit(self, frame: Frame) -> None:
-        if self.out is None:
-            if self.sink is not None:
-                self.sink.write(frame)
+        if self.out is None:  # the stage delivered it in process_batch
             self.counters.observe_age(frame.source, (time.time_ns() - frame.header.capture_ns) / 1e9)
             self.counters.observe_objects(frame)
             self._release(frame)
@@ -427,15 +445,15 @@ class StageRunner:
         if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self._should_stop_sending,
                       on_wait=self._poll_control_once):
             self.counters.frames_out += 1
-            if self.sink is not None:  # reports what it handed to the next host
-                self.sink.write(frame)
+            if self.reporter is not None:  # reports what it handed to the next host
+                self.reporter.write(frame)
         else:
             self._drop(frame, "stopped")
 
     def _on_event(self, msg: EndOfStream | Reset) -> None:
         self.stage.end_source(msg.source)
-        if self.sink is not None:
-            self.sink.event(msg)
+        if self.reporter is not None:
+            self.reporter.event(msg)
         if isinstance(msg, EndOfStream):
             self.ended.add(msg.source)
             log.info("stage %s: end of stream for source=%s (%s)", self.spec.name, msg.source, msg.reason)

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 
 import zmq
 
+from stream.backoff import doubling
 from stream.config import Config
 from stream.errors import STARTUP_EXIT_BASE, ProtocolError, SupervisorError, error_for_exit_code
 from stream.health import HealthWindow, verdict
@@ -48,7 +48,7 @@ from stream.split import SplitPlan, hop_curve, plan
 from stream.stages import STAGES, check_pipeline
 from stream.status import StatusLine
 from stream.summary import DropLedger, RunSummary, SinkTally, summarize_source
-from stream.transport.endpoints import check_tcp_port_free
+from stream.transport.endpoints import check_tcp_port_free, free_port
 from stream.transport.keys import Curve, run_curve_keys
 from stream.transport.ring import FrameRing, shm_dir
 from stream.transport.runfiles import remove_stale_run_files, run_prefix
@@ -166,9 +166,7 @@ class Supervisor:
             port = t.tcp_base_port + len(getattr(self, "_ports", []))
             check_tcp_port_free(t.tcp_host, port, "transport.tcp_base_port")
         else:
-            with socket.socket() as s:
-                s.bind((t.tcp_host, 0))
-                port = s.getsockname()[1]
+            port = free_port(t.tcp_host)
         self._ports = [*getattr(self, "_ports", []), port]
         return f"tcp://{t.tcp_host}:{port}"
 
@@ -424,7 +422,7 @@ class Supervisor:
                 f"stage {p.name} crashed {len(p.crashes)} times in {sup.crash_window_s:.0f} s (last: {why}); "
                 "stopping the run — see the log lines above for its error"
             )
-        backoff = min(sup.restart_backoff_max_s, sup.restart_backoff_s * 2 ** (len(p.crashes) - 1))
+        backoff = doubling(len(p.crashes), sup.restart_backoff_s, sup.restart_backoff_max_s)
         log.error("%s crashed (%s); restarting in %.1f s", p.name, why, backoff)
         p.restart_at = now + backoff
 

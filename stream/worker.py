@@ -76,19 +76,13 @@ def main() -> int:
         spec = WorkerSpec(**{**request["spec"], "sources": tuple(request["spec"]["sources"])})
         runner: StageRunner | None = None
         try:
+            sent = None
+            if spec.report and spec.output is not None:  # upstream of a split: what crossed the hop
+                from stream.stages.output import OutputStage
+
+                sent = OutputStage([])
             with loading_heartbeat(request["spec"]):  # building loads models: minutes, under load
-                if spec.output is None:
-                    from stream.stages.output import build as build_output
-
-                    out = build_output(config)
-                    runner = StageRunner(out, spec, sink=out)
-                else:
-                    sent = None
-                    if spec.report:  # upstream of a split: what crossed the hop, for this host's summary
-                        from stream.stages.output import OutputStage
-
-                        sent = OutputStage([])
-                    runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec, sink=sent)
+                runner = StageRunner(build_stage(spec.name.split("#")[0], config), spec, sent=sent)
             return runner.run()
         except StreamError as exc:
             if runner is not None and runner.ready:

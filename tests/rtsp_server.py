@@ -22,11 +22,11 @@ from stream.testing.rtsp_server import (  # noqa: F401  (re-exported)
     RtspServer,
     RtspServerUnavailable,
     find_gi_python,
-    free_port,
     main,
     rtsp_options_ok,
     serve,
 )
+from stream.transport import free_port  # noqa: F401  (re-exported)
 
 
 def start_server(record_dir: Path, **kwargs: Any) -> RtspServer:

@@ -40,7 +40,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,9 +242,9 @@ def _sections(args: argparse.Namespace, plan: dict[str, Any]) -> dict[str, dict[
 
 
 def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    from stream.transport.endpoints import free_port
+
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def _trial(args: argparse.Namespace, plan: dict[str, Any], n: int) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -37,6 +36,7 @@ import psutil
 from stream.bench import BenchResult
 from stream.config import load_config
 from stream.errors import StreamError
+from stream.transport.endpoints import free_port
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-scrape-ms", type=float, default=500.0, help="bound on any /metrics scrape")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _config(args: argparse.Namespace, record_dir: str) -> dict[str, Any]:
     from stream import random_weights
     from stream.models.weights import cache_dir
@@ -80,7 +74,7 @@ def _config(args: argparse.Namespace, record_dir: str) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "name": "bench-soak", "random_weights": True, "cache_dir": str(cache_dir(os.environ)),
         "sources": sources,
-        "sinks": {"publish": {"endpoint": f"tcp://127.0.0.1:{_free_port()}", "hwm": 1000},
+        "sinks": {"publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "hwm": 1000},
                   "record": {"root": record_dir}},
         "metrics": {"enabled": True, "host": "127.0.0.1", "port": 0},
     }

@@ -16,13 +16,14 @@ classes; ``class_ids`` reports the class of the detection matched this frame.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream.errors import ConfigError, FrameDropped
+from stream.errors import FrameDropped
 
 if TYPE_CHECKING:
     from stream.models.detections import Detections
@@ -57,23 +58,12 @@ class TrackerParams:
     frame_rate: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("track_activation_threshold", "high_conf_det_threshold", "minimum_iou_threshold"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and 0.0 <= float(value) <= 1.0):
-                raise ConfigError(f"TrackerParams.{name} must be a number in [0, 1], got {value!r}")
-        if not isinstance(self.lost_track_buffer, int) or self.lost_track_buffer < 0:
-            raise ConfigError(
-                f"TrackerParams.lost_track_buffer must be an integer >= 0 (frames at 30 fps), "
-                f"got {self.lost_track_buffer!r}"
-            )
-        if not isinstance(self.minimum_consecutive_frames, int) or self.minimum_consecutive_frames < 1:
-            raise ConfigError(
-                f"TrackerParams.minimum_consecutive_frames must be an integer >= 1, "
-                f"got {self.minimum_consecutive_frames!r}"
-            )
-        rate = self.frame_rate
-        if not (isinstance(rate, int | float) and np.isfinite(rate) and rate > 0):
-            raise ConfigError(f"TrackerParams.frame_rate must be a finite number > 0, got {rate!r}")
+        """The rules are the ``track`` section's (``stream.sections.stages.TrackConfig``), kept
+        once there; a bad value raises ConfigError naming the field."""
+        from stream.config import validate_section
+        from stream.sections.stages import TrackConfig
+
+        validate_section(TrackConfig, dataclasses.asdict(self), "TrackerParams")
 
     @property
     def max_frames_lost(self) -> int:
@@ -197,20 +187,6 @@ class SourceTracker:
             minimum_iou_threshold=p.minimum_iou_threshold,
             high_conf_det_threshold=p.high_conf_det_threshold,
         )
-
-    @property
-    def held_tracks(self) -> int:
-        """Tracks held in memory (confirmed, lost and tentative) plus this wrapper's own bookkeeping.
-
-        At most about ``2 × detections per frame × (max_frames_lost + 2)``: a track that
-        goes unmatched longer than ``max_frames_lost`` frames is dropped and reported finished.
-        """
-        return len(self._tracker.tracks) + len(self._held_confirmed)
-
-    @property
-    def last_track_id(self) -> int:
-        """The largest track id reported so far (0 before the first)."""
-        return self._max_reported
 
     def update(
         self, boxes: Any, scores: Any, class_ids: Any, timestamp: float | None = None

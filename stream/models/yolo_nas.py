@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stream.errors import DeviceError, ModelError
+from stream.objects import COCO_CLASSES
 
 if TYPE_CHECKING:
     import torch
@@ -31,20 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ARCHS = ("yolo_nas_s", "yolo_nas_m", "yolo_nas_l")
-
-# The class names of the official COCO checkpoints, in model output order
-# (super_gradients.training.datasets.datasets_conf.COCO_DETECTION_CLASSES_LIST).
-COCO_CLASSES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag",
-    "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat",
-    "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle", "wine glass", "cup", "fork",
-    "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog",
-    "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed", "dining table", "toilet", "tv",
-    "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
-    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
 
 # The classification conv of the first head: its out-channels are the class count, its
 # in-channels tell the architectures apart (measured on super-gradients 3.7.1 state dicts,

@@ -62,14 +62,15 @@ class DetectConfig(StrictModel):
 
 
 class TrackConfig(StrictModel):
-    """ByteTrack's parameters (see stream.models.tracker.TrackerParams)."""
+    """ByteTrack's parameters, the one place their rules live (``stream.models.tracker.TrackerParams``
+    is checked against this; see it for what each means)."""
 
     track_activation_threshold: float = Field(0.7, ge=0, le=1)
     high_conf_det_threshold: float = Field(0.6, ge=0, le=1)
     minimum_iou_threshold: float = Field(0.1, ge=0, le=1)
     lost_track_buffer: int = Field(30, ge=0)
     minimum_consecutive_frames: int = Field(2, ge=1)
-    frame_rate: float = Field(30.0, gt=0)
+    frame_rate: float = Field(30.0, gt=0, allow_inf_nan=False)
 
 
 class SegmentConfig(StrictModel):

@@ -37,6 +37,7 @@ from typing import Any
 
 import av
 
+from stream.backoff import Backoff
 from stream.config import Config, validate_section
 from stream.messages import Frame, FrameHeader
 from stream.redact import Scrubber
@@ -64,7 +65,7 @@ class _Pusher:
         self.stream: Any = None
         self.generation = 0
         self.pts0 = 0
-        self.backoff = sink.config.retry_initial_s
+        self.retry = Backoff(sink.config.retry_initial_s, sink.config.retry_max_s, jitter=0.0)
         self.next_attempt = 0.0
         self.failures = 0
         self.frames = 0
@@ -117,7 +118,7 @@ class _Pusher:
         if self.failures:
             log.info("source=%s seq=%d restream: pushing to %s again", h.source, h.seq, self.masked)
             self.failures = 0
-            self.backoff = self.sink.config.retry_initial_s
+            self.retry.reset()
 
     def connect(self, p: EncodedPacket) -> bool:
         cfg, h, info = self.sink.config, p.header, p.info
@@ -146,17 +147,17 @@ class _Pusher:
 
     def fail(self, what: str, h: FrameHeader) -> None:
         self.failures += 1
+        delay = self.retry.next()
         log.log(
             logging.ERROR if self.failures == 1 else logging.WARNING,
             "source=%s seq=%d restream: %s; retrying in %.1f s, frames are dropped meanwhile%s",
             h.source,
             h.seq,
             what,
-            self.backoff,
+            delay,
             f" (attempt {self.failures})" if self.failures > 1 else "",
         )
-        self.next_attempt = time.monotonic() + self.backoff
-        self.backoff = min(self.backoff * 2, self.sink.config.retry_max_s)
+        self.next_attempt = time.monotonic() + delay
 
     def scrub(self, exc: BaseException) -> str:
         """The error text without the url's credentials (FFmpeg errors quote the url)."""

@@ -1,4 +1,4 @@
-"""What a live connection yields, and how a live source waits between attempts.
+"""What a live connection yields (the wait between attempts is ``stream.backoff``).
 
 A ``Connection`` is one open stream (``stream.sources.rtsp.PyAVConnection``,
 ``stream.sources.webcam.WebcamConnection``); ``stream.sources.live.LiveSource``
@@ -7,8 +7,6 @@ reconnects them. Kept apart so that a new kind of connection needs only this mod
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -67,39 +65,3 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-class Backoff:
-    """Capped exponential backoff with jitter: wait k (k = 1, 2, …) is
-    min(max_s, initial_s · 2^(k-1)) · U(1 - jitter, 1) seconds — except in the first
-    ``fast_for_s`` seconds of a series of failures, where the cap is ``fast_s``: a
-    camera that blinks or reboots is back within seconds, and a wait of ``max_s``
-    would add up to that much to every such outage. A long outage still backs off
-    to ``max_s``. ``reset()`` (a connection delivered frames) starts a new series.
-    clock: monotonic seconds (injectable for tests)."""
-
-    def __init__(
-        self, initial_s: float, max_s: float, jitter: float = 0.5, rng: random.Random | None = None, *,
-        fast_s: float = 0.5, fast_for_s: float = 0.0, clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.jitter = jitter
-        self.fast_s = fast_s
-        self.fast_for_s = fast_for_s
-        self.attempts = 0
-        self._rng = rng or random.Random()
-        self._clock = clock
-        self._since = 0.0
-
-    def next(self) -> float:
-        now = self._clock()
-        if self.attempts == 0:
-            self._since = now
-        # the exponent stops growing long before a float overflows (2.0**1024 raises)
-        cap = min(self.max_s, self.initial_s * 2.0 ** min(self.attempts, 60))
-        if now - self._since < self.fast_for_s:
-            cap = min(cap, self.fast_s)
-        self.attempts += 1
-        return cap * (1.0 - self.jitter * self._rng.random())
-
-    def reset(self) -> None:
-        self.attempts = 0

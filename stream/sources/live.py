@@ -34,10 +34,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from stream.backoff import Backoff
 from stream.config import SourceConfig
 from stream.errors import SourceError
 from stream.sources.base import SourceFrame, SourceInfo
-from stream.sources.connection import BAD, TICK, Backoff, Connection, Decoded, LiveStatus, StreamStalled
+from stream.sources.connection import BAD, TICK, Connection, Decoded, LiveStatus, StreamStalled
 from stream.sources.edge import TICKS, TIME_BASE, EdgeBuffer, PtsClock
 
 __all__ = ["BAD", "TICK", "Backoff", "Connection", "Decoded", "LiveSource", "LiveStatus", "StreamStalled"]

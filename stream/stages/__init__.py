@@ -42,6 +42,9 @@ STAGES: dict[str, StageSpec] = {
 
 SOURCE_PROVIDES = {"mot": frozenset({"pixels", "boxes"})}
 
+# the last stage of every pipeline: built like the others, never named in ``pipeline``
+OUTPUT = StageSpec("output", "stream.stages.output", frozenset(), frozenset())
+
 
 def check_pipeline(config: Config) -> None:
     for i, name in enumerate(config.pipeline):
@@ -63,5 +66,5 @@ def check_pipeline(config: Config) -> None:
 
 
 def build_stage(name: str, config: Config) -> Stage:
-    module: Any = import_module(STAGES[name].module)
+    module: Any = import_module(OUTPUT.module if name == OUTPUT.name else STAGES[name].module)
     return module.build(config)  # type: ignore[no-any-return]

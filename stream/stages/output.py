@@ -48,8 +48,14 @@ class OutputStage(StageBase):
         self._lost: dict[tuple[str, str, str], int] = {}  # (sink, source, "failed" | "sink disabled") -> frames
         self._closed = False
 
+    def process_batch(self, frames: Sequence[Frame]) -> list[Frame | None]:
+        """Every frame to the sinks (the runner stamped it on arrival); each is delivered as it came."""
+        for frame in frames:
+            self.write(frame)
+        return list(frames)
+
     def write(self, frame: Frame) -> None:
-        """Called by the runner with the stamped frame (after ``process``)."""
+        """One frame: counted for the summary, then handed to every sink (a ``stream.stage.Reporter``)."""
         now = time.time_ns()
         st = self._stats.setdefault(frame.source, _SourceStats())
         seq = frame.seq

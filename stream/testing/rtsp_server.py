@@ -87,13 +87,6 @@ def find_gi_python() -> str | None:
     return None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for a server started later on purpose)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def rtsp_options_ok(host: str, port: int, timeout: float = 1.0) -> bool:
     """True when an RTSP OPTIONS request on host:port gets an ``RTSP/1.0`` answer."""
     try:

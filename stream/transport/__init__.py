@@ -12,7 +12,7 @@ The names below are the package's API: import them from ``stream.transport``.
 
 from __future__ import annotations
 
-from stream.transport.endpoints import Endpoint, check_tcp_port_free, is_loopback_address
+from stream.transport.endpoints import Endpoint, check_tcp_port_free, free_port, is_loopback_address
 from stream.transport.keys import (
     Curve,
     generate_curve_keypair,
@@ -34,6 +34,7 @@ __all__ = [
     "RingCache",
     "check_tcp_port_free",
     "close_flushing",
+    "free_port",
     "generate_curve_keypair",
     "is_loopback_address",
     "load_allowed_keys",

@@ -7,6 +7,7 @@ Savant), e.g. ``pull+bind:ipc:///tmp/stream-x/detect.in`` or
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -42,6 +43,14 @@ class Endpoint:
 
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago (the OS picked it), for a server
+    that binds it later: another process may take it in between."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def check_tcp_port_free(host: str, port: int, key: str) -> None:
     """Raise TransportError naming ``key`` when host:port cannot be bound."""
     if port == 0:
@@ -57,14 +66,28 @@ def check_tcp_port_free(host: str, port: int, key: str) -> None:
 
 
 
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host only this machine reaches: 'localhost' (and its aliases), any address
+    in 127.0.0.0/8, ::1 ('[::1]' too). '*', 0.0.0.0 and interface names are not."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def is_loopback_address(address: str) -> bool:
     """True when a ZeroMQ address is only reachable from this host: ipc://,
-    inproc://, or tcp:// on 127.x.x.x, ::1 or localhost. '*' and 0.0.0.0 are not."""
+    inproc://, or tcp:// on a loopback host (``is_loopback``)."""
     if address.startswith(("ipc://", "inproc://")):
         return True
     if not address.startswith("tcp://"):
         return False
-    host = address[len("tcp://") :].rpartition(":")[0].strip("[]")
+    host = address[len("tcp://") :].rpartition(":")[0]
     if ";" in host:  # tcp://SOURCE;HOST:PORT (connect form): the remote host decides
         host = host.rpartition(";")[2]
-    return host == "localhost" or host == "::1" or host.startswith("127.")
+    return is_loopback(host)

@@ -13,7 +13,7 @@ import yaml
 import zmq
 
 from stream.messages import EndOfStream, encode_message
-from tests.conftest import start_stream, wait_for
+from tests.conftest import free_port, start_stream, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 FRAMES = 40
@@ -22,9 +22,7 @@ FRAMES = 40
 def free_base_port() -> int:
     """A port p with p..p+3 free (the run binds heartbeat, control and two stage inputs)."""
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
+        base = free_port()
         if base + 4 > 65000:
             continue
         try:

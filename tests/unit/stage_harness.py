@@ -26,6 +26,7 @@ from stream.messages import (
     Frame,
     FrameHeader,
     Heartbeat,
+    RunReport,
     decode,
     decode_control,
     encode_control,
@@ -43,6 +44,7 @@ class Result:
     frames: list[Frame] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
+    reports: list[RunReport] = field(default_factory=list)
     exit_code: int | None = None
 
     @property
@@ -84,13 +86,15 @@ class Harness:
         return encode_frame(frame)
 
     def run(self, stage: Stage, messages: Callable[[], Sequence[list[Any]]] | Sequence[list[Any]],
-            timeout_s: float = 30.0, **spec: Any) -> Result:
+            timeout_s: float = 30.0, last: bool = False, **spec: Any) -> Result:
+        """``last``: the stage is the last of the pipeline (no output socket): nothing is collected
+        downstream, its RunReport is."""
         d = self.dir
         ctx: zmq.Context[Any] = zmq.Context()
         out = open_socket(ctx, f"pull+bind:ipc://{d}/out", hwm=10000)
         hb = open_socket(ctx, f"pull+bind:ipc://{d}/hb", hwm=10000)
         ctl = open_socket(ctx, f"pub+bind:ipc://{d}/ctl", hwm=100)
-        wspec = WorkerSpec(name=stage.name, input=f"pull+bind:ipc://{d}/in", output=f"push+connect:ipc://{d}/out",
+        wspec = WorkerSpec(name=stage.name, input=f"pull+bind:ipc://{d}/in", output=None if last else f"push+connect:ipc://{d}/out",
                            heartbeat=f"push+connect:ipc://{d}/hb", control=f"sub+connect:ipc://{d}/ctl",
                            ring_dir=str(d), sources=self.sources, hwm=spec.pop("hwm", 1000),
                            heartbeat_interval_s=0.2, **spec)
@@ -105,7 +109,7 @@ class Harness:
                     inp.send_multipart(parts, copy=True)
                 for s in self.sources:
                     inp.send_multipart(encode_message(EndOfStream(s, 0, "end of input")))
-                ended: set[str] = set()
+                ended: set[str] = set(self.sources) if last else set()
                 deadline = time.monotonic() + timeout_s
                 while ended != set(self.sources) and time.monotonic() < deadline:
                     got = recv_parts(out, 100)
@@ -118,6 +122,8 @@ class Harness:
                         result.events.append(msg)
                         if isinstance(msg, EndOfStream):
                             ended.add(msg.source)
+                if last:  # the last stage ends by itself once every source ended
+                    done.wait(timeout_s)
                 while not done.wait(0.05):  # the runner waits to be told the run is over
                     ctl.send(encode_control(Control("stop")))
                 inp.close(0)
@@ -140,6 +146,8 @@ class Harness:
                 msg = decode_control(got[0])
                 if isinstance(msg, Heartbeat):
                     result.heartbeats.append(msg)
+                elif isinstance(msg, RunReport):
+                    result.reports.append(msg)
             for sock in (out, hb, ctl):
                 sock.close(0)
             ctx.term()

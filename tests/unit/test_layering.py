@@ -90,3 +90,17 @@ def test_the_publish_sink_and_the_client_share_the_record_schema_not_each_other(
     forbidden = ("stream.client", "stream.sinks", "stream.stages", "stream.models", "stream.transport", "torch", "cv2")
     assert _hits(_modules("published"), forbidden) == []
     assert "stream.published" in _imports(PKG / "sinks" / "publish.py")
+
+
+def test_one_definition_each() -> None:
+    """Each of these is defined in one module of the package and imported everywhere else."""
+    homes: dict[str, list[str]] = {}
+    names = {"COCO_CLASSES", "free_port", "is_loopback", "LOOPBACK_NAMES", "Backoff", "doubling", "FrameRecord"}
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            targets = [node.name] if isinstance(node, ast.FunctionDef | ast.ClassDef) else [
+                t.id for t in getattr(node, "targets", [getattr(node, "target", None)]) if isinstance(t, ast.Name)]
+            for name in set(targets) & names:
+                homes.setdefault(name, []).append(str(path.relative_to(REPO)))
+    assert {n: h for n, h in homes.items() if len(h) > 1} == {}
+    assert set(homes) == names

@@ -95,3 +95,20 @@ def test_port_in_use_is_a_transport_error():
     finally:
         ctx.destroy(linger=0)
 
+
+
+def test_one_loopback_rule_for_http_hosts_and_zeromq_addresses() -> None:
+    from stream.httpd import is_loopback as http_is_loopback
+    from stream.transport import is_loopback_address
+    from stream.transport.endpoints import is_loopback
+
+    assert http_is_loopback is is_loopback
+    for host in ("localhost", "LOCALHOST", "ip6-localhost", "127.0.0.1", "127.3.2.1", "::1", "[::1]"):
+        assert is_loopback(host), host
+        assert is_loopback_address(f"tcp://{host}:5560"), host
+    for host in ("*", "0.0.0.0", "10.0.0.7", "127.example.com", "eth0", "::", ""):
+        assert not is_loopback(host), host
+        assert not is_loopback_address(f"tcp://{host}:5560"), host
+    assert is_loopback_address("ipc:///tmp/x") and is_loopback_address("inproc://x")
+    assert not is_loopback_address("tcp://127.0.0.1;10.0.0.2:5560")  # connect form: the remote host decides
+    assert is_loopback_address("tcp://10.0.0.2;127.0.0.1:5560")

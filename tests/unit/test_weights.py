@@ -33,6 +33,7 @@ from stream.models.weights import (
     weights_path,
 )
 from stream.models.yolo_nas import HEAD_CLS_KEY
+from stream.transport import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = os.urandom(300_000)  # random bytes: any off-by-one in resume changes the hash
@@ -113,9 +114,7 @@ def server() -> Iterator[tuple[str, ServerState]]:
 
 def _closed_port() -> int:
     """A port that was free a moment ago: connecting to it is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def _files(root: Path) -> list[Path]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from stream.errors import ModelError
 from stream.models.weights import DownloadError, get_spec, pull, resolve_weights, sidecar_path
 from stream.models.yolo_nas import build_network, build_yolo_nas, prepare_for_inference
 from stream.models.yolo_nas_export import load_yolo_nas
+from stream.transport import free_port
 
 REPO_PATH = "/CondadosAI/detectors"
 
@@ -84,9 +84,7 @@ def _safetensors(path: Path, state: dict[str, torch.Tensor], prefix: str, **meta
 
 
 def _closed_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/yolo_nas_s_coco.pth"
+    return f"http://127.0.0.1:{free_port()}/yolo_nas_s_coco.pth"
 
 
 def _outputs(module: object, x: torch.Tensor) -> torch.Tensor:
