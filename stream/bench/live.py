@@ -36,7 +36,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from stream.bench.viewing import TRANSPORTS, Transport, measure, open_viewer
 from stream.config import load_config
 from stream.errors import ConfigError, StreamError
 from stream.sources.pattern import time_stamp_geometry
+from stream.transport import free_port
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +110,6 @@ def _transports(args: argparse.Namespace) -> list[Transport]:
     if unknown or not names:
         raise ConfigError(f"--transports {args.transports!r}: use comma-separated names of {', '.join(TRANSPORTS)}")
     return [TRANSPORTS[t] for t in names]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(ids: list[str], size: tuple[int, int], fps: float, port: int,
@@ -218,7 +212,7 @@ def _sweeps(args: argparse.Namespace, browser: Callable[[], Browser], transports
     JPEG, no H.264 encode), so the transports measured one after the other do not mix.
     browser(): the browser (it may still be starting)."""
     geometry = _geometry(size, "--resolution", label)
-    ids, port = ["cam00"], _free_port()
+    ids, port = ["cam00"], free_port()
     live_url = f"http://127.0.0.1:{port}/"
 
     def body(sup: Any, halt: threading.Event) -> list[dict[str, Any]]:
@@ -254,7 +248,7 @@ def _walls(args: argparse.Namespace, browser: Callable[[], Browser], transports:
     must keep showing new pictures."""
     size = _size(args.wall_resolution, "--wall-resolution")
     geometry = _geometry(size, "--wall-resolution", args.wall_resolution)
-    ids, port = [f"cam{i:02d}" for i in range(args.wall)], _free_port()
+    ids, port = [f"cam{i:02d}" for i in range(args.wall)], free_port()
     live_url = f"http://127.0.0.1:{port}/"
 
     def body(sup: Any, halt: threading.Event) -> list[dict[str, Any]]:
