@@ -44,6 +44,11 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 class SyntheticConfig(_Model):
+    """The synthetic scene's and the test pattern's picture. pattern (``type: pattern`` only):
+    'cycle' (4 different pictures in turn: the most a transport or encoder is asked to carry)
+    or 'moving' (one still picture with a box sliding across it: a fixed camera, for encoders
+    that code the change from the previous frame)."""
+
     width: int = Field(1280, ge=16, le=7680)
     height: int = Field(720, ge=16, le=4320)
     seed: int = 0
@@ -51,6 +56,7 @@ class SyntheticConfig(_Model):
     motion: Literal["rigid", "nonrigid"] = "rigid"
     occlusion: bool = True
     churn: bool = True
+    pattern: Literal["cycle", "moving"] = "cycle"
 
 
 NETWORK_TYPES = ("rtsp", "rtmp", "http")
@@ -84,7 +90,7 @@ class WebcamConfig(_Model):
 
 class SourceConfig(_Model):
     """One input. type decides which fields are needed:
-    file (path), folder (path), synthetic (synthetic.*), pattern (synthetic.width/height), mot (path to det.txt),
+    file (path), folder (path), synthetic (synthetic.*), pattern (synthetic.width/height/pattern), mot (path to det.txt),
     rtsp / rtmp / http (url; http covers HLS playlists and HTTP streams), webcam (device: index or /dev/video path).
 
     Live network and webcam sources (always live) reconnect on failure (``reconnect``), are

@@ -91,6 +91,8 @@ class Reporter(Protocol):
 
     def reports(self) -> tuple[SourceReport, ...]: ...
 
+    def close(self) -> None: ...
+
 
 class StageBase:
     """Convenience base: per-frame ``process``; override what you need."""
@@ -476,7 +478,8 @@ class StageRunner:
                 self._drop(frame_in, "filtered")
                 continue
             px = frame_in.header.pixels
-            if px is not None and frame_in.image is not None and not self.spec.inline_pixels:
+            # (the last stage has delivered the frame already: it was checked when it arrived)
+            if px is not None and frame_in.image is not None and not self.spec.inline_pixels and self.out is not None:
                 ring = self._rings.get(px.ring)
                 if not ring.valid(px):  # overwritten while we used it: the result is suspect
                     self._drop(frame_in, "overwritten")

@@ -22,7 +22,7 @@ from typing import Any
 from stream.report import median, percentile  # noqa: F401  (the benchmarks' figures: one definition)
 
 BENCHMARKS = ("transport", "detect", "track", "segment", "outputs", "sources", "preprocess", "pipeline", "soak",
-              "crosshost")
+              "crosshost", "live")
 
 
 @dataclass

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -76,9 +75,9 @@ def run(args: argparse.Namespace) -> BenchResult:
     device = resolve_device(args.device, "--device")
     cache = args.cache_dir
     if cache is None:
-        from stream.models.weights import artifacts_dir, cache_dir
+        from stream.models.weights import artifacts_dir
 
-        cache = artifacts_dir(cache_dir(os.environ))
+        cache = artifacts_dir(args.cache_root)
     seed = None if args.checkpoint else args.seed
 
     t0 = time.perf_counter()

@@ -84,7 +84,9 @@ class NaiveConfig:
 @dataclass(frozen=True)
 class NaiveResult:
     """frames timed, their wall time (s) and frames/s; mean detections and tracked
-    boxes per frame; SAM keyframes run; ms spent per step (summed over the frames)."""
+    boxes per frame; SAM keyframes run; ms spent per step (summed over the frames);
+    cpu_s: CPU seconds of this process (every thread) over the timed frames, and
+    cpu_step_ms the CPU ms per step (summed): far less sensitive to other load than fps."""
 
     frames: int
     seconds: float
@@ -93,6 +95,8 @@ class NaiveResult:
     mean_tracks: float
     sam_calls: int
     step_ms: dict[str, float]
+    cpu_s: float = 0.0
+    cpu_step_ms: dict[str, float] = field(default_factory=dict)
 
 
 class NaiveLoop:
@@ -147,13 +151,17 @@ class NaiveLoop:
         self.since_keyframe = 0
         self.sam_calls = 0
 
-    def step(self, frame: np.ndarray, times: dict[str, float] | None = None) -> tuple[np.ndarray, int, int]:
+    def step(
+        self, frame: np.ndarray, times: dict[str, float] | None = None, cpu: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, int, int]:
         """One frame: frame (H, W, 3) uint8 BGR → (annotated BGR copy, detections, tracked boxes).
-        ``times`` accumulates seconds per step (detect, track, sam, annotate)."""
+        ``times`` accumulates seconds per step (detect, track, sam, annotate), ``cpu`` CPU seconds."""
         import supervision as sv
 
         torch = self._torch
         t = times if times is not None else {}
+        c = cpu if cpu is not None else {}
+        c0 = time.process_time()
         t0 = time.perf_counter()
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         pred = self.net.predict(rgb, conf=self.cfg.conf, fuse_model=False).prediction
@@ -164,12 +172,12 @@ class NaiveLoop:
             confidence=np.asarray(pred.confidence, np.float32),
             class_id=np.asarray(pred.labels).astype(int),
         )
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         out_dets = self.tracker.update(dets)
         ids = np.asarray(out_dets.tracker_id, np.int64).reshape(-1)
         keep = ids >= 0  # unconfirmed tracks come back with id -1
         ids, xyxy = ids[keep], np.asarray(out_dets.xyxy, np.float32).reshape(-1, 4)[keep]
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         self.since_keyframe += 1
         if len(ids) and (not self.masks or self.since_keyframe >= self.cfg.keyframe_interval):
             self.predictor.set_image(rgb)
@@ -180,7 +188,7 @@ class NaiveLoop:
             self.masks = {int(tid): host[i] for i, tid in enumerate(ids)}
             self.since_keyframe = 0
             self.sam_calls += 1
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         # masks as supervision's MaskAnnotator draws them: paint each, then one 50 % blend
         painted = frame.copy()
         for tid in ids:
@@ -194,9 +202,11 @@ class NaiveLoop:
             cv2.putText(
                 out, f"#{tid}", (int(x0), max(int(y0) - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1
             )
-        t4 = time.perf_counter()
+        t4, c4 = time.perf_counter(), time.process_time()
         for name, a, b in (("detect", t0, t1), ("track", t1, t2), ("sam", t2, t3), ("annotate", t3, t4)):
             t[name] = t.get(name, 0.0) + (b - a)
+        for name, a, b in (("detect", c0, c1), ("track", c1, c2), ("sam", c2, c3), ("annotate", c3, c4)):
+            c[name] = c.get(name, 0.0) + (b - a)
         return out, len(dets), len(ids)
 
     def run(self, frames: Iterator[np.ndarray], count: int, warmup: int = 1) -> NaiveResult:
@@ -208,16 +218,19 @@ class NaiveLoop:
             self.predictor.set_image(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         self.reset()
         times: dict[str, float] = {"decode": 0.0}
+        cpu: dict[str, float] = {"decode": 0.0}
         boxes = tracks = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(count):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             frame = next(frames)
             times["decode"] += time.perf_counter() - t0
-            _, n_boxes, n_tracks = self.step(frame, times)
+            cpu["decode"] += time.process_time() - c0
+            _, n_boxes, n_tracks = self.step(frame, times, cpu)
             boxes += n_boxes
             tracks += n_tracks
         seconds = time.perf_counter() - start
+        cpu_s = time.process_time() - cpu_start
         return NaiveResult(
             frames=count,
             seconds=seconds,
@@ -226,6 +239,8 @@ class NaiveLoop:
             mean_tracks=tracks / max(count, 1),
             sam_calls=self.sam_calls,
             step_ms={k: v * 1000.0 for k, v in times.items()},
+            cpu_s=cpu_s,
+            cpu_step_ms={k: v * 1000.0 for k, v in cpu.items()},
         )
 
 
@@ -235,9 +250,12 @@ def combine(parts: Sequence[NaiveResult]) -> NaiveResult:
     frames = sum(p.frames for p in parts)
     seconds = sum(p.seconds for p in parts)
     steps: dict[str, float] = {}
+    cpu_steps: dict[str, float] = {}
     for p in parts:
         for k, v in p.step_ms.items():
             steps[k] = steps.get(k, 0.0) + v
+        for k, v in p.cpu_step_ms.items():
+            cpu_steps[k] = cpu_steps.get(k, 0.0) + v
     return NaiveResult(
         frames=frames,
         seconds=seconds,
@@ -246,6 +264,8 @@ def combine(parts: Sequence[NaiveResult]) -> NaiveResult:
         mean_tracks=sum(p.mean_tracks * p.frames for p in parts) / max(frames, 1),
         sam_calls=sum(p.sam_calls for p in parts),
         step_ms=steps,
+        cpu_s=sum(p.cpu_s for p in parts),
+        cpu_step_ms=cpu_steps,
     )
 
 
@@ -264,6 +284,12 @@ def figures(parts: Sequence[NaiveResult]) -> dict[str, Any]:
     # our pipeline renders only for a sink that shows pixels (record, live): without that step
     without = r.seconds - r.step_ms.get("annotate", 0.0) / 1000.0
     out["naive_fps_without_annotate"] = r.frames / without if without > 0 else float("nan")
+    frames = max(r.frames, 1)
+    out["naive_cpu_ms_per_frame"] = r.cpu_s * 1000.0 / frames
+    out["naive_cpu_ms_per_frame_without_annotate"] = (
+        r.cpu_s * 1000.0 - r.cpu_step_ms.get("annotate", 0.0)
+    ) / frames
+    out["naive_cpu_ms_per_step"] = {k: v / frames for k, v in r.cpu_step_ms.items()}
     return out
 
 

@@ -24,6 +24,10 @@ of frames (half before the pipeline runs, half after: the host's load is bracket
 ``naive_fps_before_after`` shows how much it moved), ``ratio`` (and
 ``ratio_without_annotate``: against the naive loop less its drawing, which our pipeline
 does only for --record) = delivered frames/s of ours (all streams) / naive frames/s.
+CPU per delivered frame (``cpu_ms_per_frame``, ``cpu_ms_per_frame_per_stage``; the naive
+loop's ``naive_cpu_ms_per_frame[_without_annotate]``, ``naive_cpu_ms_per_step``) and
+``cpu_ratio_without_annotate`` (naive CPU ms per frame without drawing / ours) move far
+less with other load on a shared host than frames/s do.
 Our pipeline is paced: its throughput cannot exceed streams × fps, so the ratio is
 a lower bound unless ``--find-max`` raised the stream count to the limit.
 
@@ -37,7 +41,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import shutil
 import signal
 import tempfile
@@ -122,7 +125,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cpu-threads",
         type=int,
         default=None,
-        help="torch CPU threads of every worker and of the naive loop (OMP_NUM_THREADS; default torch's)",
+        help="intra-op threads of the detect and segment workers (detect.threads, segment.threads) and of "
+        "the naive loop (default: the stages' share of the cores, see stream.threads; the naive loop, one "
+        "process, torch's default: every core)",
     )
     p.add_argument(
         "--seed",
@@ -190,7 +195,6 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
 def _config(
     args: argparse.Namespace, plan: dict[str, Any], n: int, endpoint: str, record_dir: str | None
 ) -> dict[str, Any]:
-    from stream.models.weights import cache_dir
 
     w, h = plan["size"]
     sources = []
@@ -205,10 +209,13 @@ def _config(
     if record_dir:
         sinks["record"] = {"root": record_dir}
     chosen = _sections(args, plan)
+    if args.cpu_threads is not None:  # the stages set their own pools (stream.threads)
+        for section in ("detect", "segment"):
+            chosen[section]["threads"] = args.cpu_threads
     return {
         "name": "bench-pipeline",
         "random_weights": True,
-        "cache_dir": str(cache_dir(os.environ)),
+        "cache_dir": str(args.cache_root),
         "sources": sources,
         "pipeline": ["detect", "track", "segment"],
         "detect": {
@@ -339,6 +346,9 @@ def _figures(
         "cpu_util": res.cpu_util,
         "cpu_cores": res.cpu_cores,
         "cpu_per_stage_cores": res.per_stage,
+        # CPU per delivered frame: far less sensitive to other load on the host than fps
+        "cpu_ms_per_frame": res.cpu_cores * 1000.0 / fps if (fps := sum(r["fps"] for r in rows)) else float("nan"),
+        "cpu_ms_per_frame_per_stage": {k: v * 1000.0 / fps if fps else float("nan") for k, v in res.per_stage.items()},
         "host_cpu_util": res.host_cpu_util,
         "steady_window_s": res.window_s,
         "subscriber_lost": probe.lost,
@@ -446,7 +456,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         "detector": f"{plan['arch']}@{plan['input_size']}",
         "sam_model": sam,
         "budget_ms": args.budget_ms,
-        "cpu_threads": args.cpu_threads or "torch default",
+        "cpu_threads": _threads(args),
         **best["figures"],
     }
     if args.find_max:
@@ -468,7 +478,23 @@ def run(args: argparse.Namespace) -> BenchResult:
         summary["ratio"] = summary["fps_total"] / fps if fps else float("nan")
         fps = summary["naive_fps_without_annotate"]
         summary["ratio_without_annotate"] = summary["fps_total"] / fps if fps else float("nan")
+        # how many times less CPU per frame than the naive loop without its drawing
+        ours = summary["cpu_ms_per_frame"]
+        summary["cpu_ratio_without_annotate"] = (
+            summary["naive_cpu_ms_per_frame_without_annotate"] / ours if ours and not math.isnan(ours) else float("nan")
+        )
     return BenchResult(rows=[_finite(r) for r in best["rows"]], summary=_finite(summary))
+
+
+def _threads(args: argparse.Namespace) -> dict[str, int]:
+    """Intra-op threads each part ran with: the detect and segment workers and the naive loop."""
+    import torch
+
+    from stream.threads import resolve
+
+    out = {stage: resolve(stage, args.cpu_threads) for stage in ("detect", "segment")}
+    out["naive"] = args.cpu_threads or torch.get_num_threads()
+    return out
 
 
 def _finite(value: Any) -> Any:

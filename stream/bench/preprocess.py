@@ -103,15 +103,13 @@ def run(args: argparse.Namespace) -> BenchResult:
     clean, quiet, dark, truth = low_light_clip(args.width, args.height, args.frames, args.darken, args.noise)
     detector = None
     if args.detector:
-        import os
         from pathlib import Path
 
-        from stream.models.weights import cache_dir
         from stream.predict import PredictOptions, load_detector, resolve_checkpoints
 
         opts = PredictOptions(masks=False, conf=args.conf, input_size=args.input_size, device=args.device,
                               random_weights=args.random_weights)  # fmt: skip
-        cache = Path(cache_dir(os.environ))
+        cache = Path(args.cache_root)
         ckpt, _ = resolve_checkpoints(opts, cache)
         detector = load_detector(opts, cache, ckpt)
     result = BenchResult()

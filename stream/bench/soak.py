@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "caches (bounded, 512 objects) fill for its first ~10 minutes and read as growth before")
     p.add_argument("--pipeline", choices=["full", "passthrough"], default="full",
                    help="full: detect, track, segment (random weights); passthrough: no models")
+    p.add_argument("--segment-s", type=float, default=60.0,
+                   help="record segment length: shorter segments rotate (open and close an encoder) more often")
     p.add_argument("--max-rss-mb-per-h", type=float, default=50.0, help="bound on total RSS growth")
     p.add_argument("--max-fds-per-h", type=float, default=50.0, help="bound on total open-fd growth")
     p.add_argument("--max-shm-mb-per-h", type=float, default=1.0, help="bound on /dev/shm growth")
@@ -64,7 +66,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace, record_dir: str) -> dict[str, Any]:
     from stream import random_weights
-    from stream.models.weights import cache_dir
 
     w, _, h = args.resolution.lower().partition("x")
     if not (w.isdigit() and h.isdigit()):
@@ -72,10 +73,10 @@ def _config(args: argparse.Namespace, record_dir: str) -> dict[str, Any]:
     sources = [{"id": f"s{i:02d}", "type": args.source, "live": True, "fps": args.fps,
                 "synthetic": {"width": int(w), "height": int(h), "seed": i}} for i in range(args.streams)]
     cfg: dict[str, Any] = {
-        "name": "bench-soak", "random_weights": True, "cache_dir": str(cache_dir(os.environ)),
+        "name": "bench-soak", "random_weights": True, "cache_dir": str(args.cache_root),
         "sources": sources,
         "sinks": {"publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "hwm": 1000},
-                  "record": {"root": record_dir}},
+                  "record": {"root": record_dir, "segment_s": args.segment_s}},
         "metrics": {"enabled": True, "host": "127.0.0.1", "port": 0},
     }
     if args.pipeline == "full":

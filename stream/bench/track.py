@@ -18,7 +18,7 @@ import numpy as np
 
 from stream.bench import BenchResult, percentile
 from stream.errors import ConfigError
-from stream.models.tracker import SourceTracker, TrackerParams
+from stream.models.tracker import SourceTracker, TrackerParams, new_bytetrack
 
 HELP = "tracker ms/frame at 10/50/200 detections, against raw trackers.ByteTrackTracker"
 
@@ -54,19 +54,6 @@ def synthetic_frames(n: int, frames: int, seed: int) -> list[tuple[np.ndarray, n
     return out
 
 
-def _reference(params: TrackerParams) -> Any:
-    from trackers import ByteTrackTracker
-
-    return ByteTrackTracker(
-        lost_track_buffer=params.lost_track_buffer,
-        frame_rate=params.frame_rate,
-        track_activation_threshold=params.track_activation_threshold,
-        minimum_consecutive_frames=params.minimum_consecutive_frames,
-        minimum_iou_threshold=params.minimum_iou_threshold,
-        high_conf_det_threshold=params.high_conf_det_threshold,
-    )
-
-
 def measure(n: int, frames: int, warmup: int, seed: int) -> dict[str, Any]:
     """One row: p50/p99/mean ms per frame for ours and the reference at n detections per frame."""
     import supervision as sv
@@ -74,7 +61,7 @@ def measure(n: int, frames: int, warmup: int, seed: int) -> dict[str, Any]:
     data = synthetic_frames(n, warmup + frames, seed)
     ref_input = [sv.Detections(xyxy=b, confidence=s, class_id=c) for b, s, c in data]
     params = TrackerParams()
-    ours, ref = SourceTracker(params, source="bench"), _reference(params)
+    ours, ref = SourceTracker(params, source="bench"), new_bytetrack(params)
     ours_ms: list[float] = []
     ref_ms: list[float] = []
     tracked = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from importlib import import_module
 from typing import Any
 
@@ -24,6 +25,9 @@ def register(sub: Any) -> None:
 
 def _make_handler(module: Any) -> Any:
     def handler(args: argparse.Namespace) -> int:
+        from stream.models.weights import cache_dir
+
+        args.cache_root = cache_dir(os.environ)  # the environment is read here, at the entry point
         result = module.run(args)
         if args.json:
             emit_json(args, result.to_dict())

@@ -6,6 +6,8 @@ Each evaluation is a module ``stream.eval.NAME`` defining ``HELP``,
 
 from __future__ import annotations
 
+import argparse
+import os
 from importlib import import_module
 from typing import Any
 
@@ -19,4 +21,14 @@ def register(sub: Any) -> None:
         module = import_module(f"stream.eval.{name}")
         p = eval_sub.add_parser(name, help=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(handler=module.run)
+        p.set_defaults(handler=_with_cache_root(module.run))
+
+
+def _with_cache_root(run: Any) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        from stream.models.weights import cache_dir
+
+        args.cache_root = cache_dir(os.environ)  # the environment is read here, at the entry point
+        return int(run(args))
+
+    return handler

@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -199,7 +198,6 @@ def run_detector(args: argparse.Namespace, ds: DetectionDataset) -> tuple[list[d
     cannot be read, or whose size differs from its annotation, is reported and left out."""
     from tqdm import tqdm
 
-    from stream.models.weights import cache_dir
     from stream.predict import ImagePredictor, PredictOptions, load_detector, read_image, resolve_checkpoints
     from stream.preprocess import Preprocessor, load_preprocess_file, parse_preprocess_options
 
@@ -210,7 +208,7 @@ def run_detector(args: argparse.Namespace, ds: DetectionDataset) -> tuple[list[d
         max_det=args.max_det, input_size=args.input_size, device=args.device, batch=args.batch,
         random_weights=args.random_weights, seed=args.seed,
     )  # fmt: skip
-    cache = cache_dir(os.environ)
+    cache = args.cache_root
     ckpt, _ = resolve_checkpoints(opts, cache)
     predictor = ImagePredictor(load_detector(opts, cache, ckpt), None, pre)
     mapping = class_mapping(predictor.class_names, ds)

@@ -8,6 +8,10 @@ const params = new URLSearchParams(location.search);
 const token = params.get("token");
 const query = token ? "?token=" + encodeURIComponent(token) : "";
 const STALE_MS = 2000; // no picture for this long: the tile says "stalled"
+// H.264 over one WebSocket where the browser plays it (MSE with avc1), else MJPEG;
+// ?transport=mjpeg (or h264) chooses
+const transport = params.get("transport") === "mjpeg" || !h264Supported() ? "mjpeg" : "h264";
+document.documentElement.dataset.transport = transport;
 const cards = new Map(); // source id -> card
 let sources = [];
 let wall = null; // AbortController of the open /wall stream
@@ -34,11 +38,22 @@ function makeCard(source) {
   open.textContent = source.id;
   open.href = "#cam=" + encodeURIComponent(source.id);
   const card = {
-    root, img: el(root, ".picture"), tbody: el(root, "tbody"), canvas: el(root, ".highlight"),
+    root, img: el(root, ".picture"), video: el(root, ".video"), player: null,
+    tbody: el(root, "tbody"), canvas: el(root, ".highlight"),
     lastPicture: 0, ageAtArrival: 0, ended: false, frames: 0, event: null, url: null,
     sourceState: source.state ?? null, // the supervisor's capture state (connecting/streaming/stalled/failed/done)
   };
   card.img.alt = "live picture of " + source.id;
+  if (transport === "h264") {
+    card.img.hidden = true;
+    card.video.hidden = false;
+    card.player = new TilePlayer(card.video, (meta, latencyMs) => {
+      card.frames++;
+      card.root.dataset.frames = String(card.frames);
+      // capture → shown of the frame on screen (for benchmarks: data-shown-latency-ms)
+      if (latencyMs !== null) card.root.dataset.shownLatencyMs = String(Math.round(latencyMs));
+    });
+  }
   card.tbody.addEventListener("click", (e) => {
     const tr = e.target.closest("tr");
     if (!tr || tr.dataset.trackId === undefined) return;
@@ -96,7 +111,29 @@ async function readWall(path, signal, onPart) {
   }
 }
 
+// H.264: the same tiles and events over one WebSocket (h264.js)
+function openLive(ids, detail) {
+  if (wall) wall.abort();
+  const extra = { sources: ids.join(",") };
+  if (detail) extra.detail = detail;
+  wall = openLiveSocket(withQuery("/live", extra), {
+    onOpen: () => setConn("connected · H.264", "ok"),
+    onLost: () => setConn("reconnecting…", "bad"),
+    onEvent: (ev) => { const card = cards.get(ev.source); if (card) update(card, ev); },
+    onInit: (source, codec, data) => { const card = cards.get(source); if (card) card.player.init(codec, data); },
+    onMedia: (source, h, data) => {
+      const card = cards.get(source);
+      if (!card) return;
+      card.player.media(data, h.key, h.ageMs);
+      card.lastPicture = Date.now();
+      card.ageAtArrival = h.ageMs;
+      el(card.root, ".seq").textContent = "seq " + h.seq;
+    },
+  });
+}
+
 async function openWall(ids, detail) {
+  if (transport === "h264") return openLive(ids, detail);
   if (wall) wall.abort();
   const controller = new AbortController();
   wall = controller;
@@ -126,6 +163,8 @@ function onPart(headers, body) {
     if (old) URL.revokeObjectURL(old);
     card.lastPicture = Date.now();
     card.ageAtArrival = Number(headers["x-age-ms"]) || 0;
+    const arrived = card.lastPicture, age = card.ageAtArrival;
+    card.img.decode().then(() => { card.root.dataset.shownLatencyMs = String(Math.round(age + Date.now() - arrived)); }, () => {});
     card.frames++;
     card.root.dataset.frames = String(card.frames);
     el(card.root, ".seq").textContent = "seq " + headers["x-seq"];
@@ -177,7 +216,7 @@ function update(card, ev) {
 function highlight(card) {
   for (const tr of card.tbody.rows) tr.classList.toggle("selected", Number(tr.dataset.trackId) === selected);
   const ev = card.event;
-  const w = card.img.naturalWidth, h = card.img.naturalHeight;
+  const w = card.img.naturalWidth || card.video.videoWidth, h = card.img.naturalHeight || card.video.videoHeight;
   if (!ev || !w) return;
   const chosen = ev.objects.filter((o) => o.track_id !== null && o.track_id === selected);
   drawObjects(card.canvas, w, h, chosen, 3);
@@ -203,11 +242,16 @@ function tick() {
   }
 }
 
+function closePlayers() {
+  for (const card of cards.values()) if (card.player) card.player.close();
+  cards.clear();
+}
+
 function showWall() {
   selected = null;
   const main = document.getElementById("sources");
   main.className = "wall";
-  cards.clear();
+  closePlayers();
   const tiles = sources.map((s) => { const c = makeCard(s); cards.set(s.id, c); return c.root; });
   main.replaceChildren(...tiles);
   openWall(sources.map((s) => s.id), null);
@@ -217,7 +261,7 @@ function showCamera(id) {
   selected = null;
   const main = document.getElementById("sources");
   main.className = "camera";
-  cards.clear();
+  closePlayers();
   const card = makeCard(sources.find((s) => s.id === id));
   card.root.classList.add("detail");
   cards.set(id, card);
@@ -232,7 +276,7 @@ function route() {
   document.getElementById("recordings").hidden = !rec;
   if (rec) {
     if (wall) { wall.abort(); wall = null; }
-    cards.clear();
+    closePlayers();
     showRecordings(withQuery);
   } else if (hash.startsWith("cam=") && sources.some((s) => s.id === hash.slice(4))) {
     showCamera(hash.slice(4));

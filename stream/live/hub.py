@@ -11,6 +11,8 @@ Clients (one HTTP thread each) wait on the hub's conditions and always take the
 newest item, so a slow client skips frames instead of growing a queue. A camera
 wall client watches many sources over one connection: ``next_updates`` hands it
 every source's newest JPEG and object event that changed since its last call.
+H.264 viewers take fragmented MP4 from ``self.video`` (``stream.live.video``) and
+the same object events; a new fragment bumps the same update counter.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from stream.live.video import VideoFeed
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, MASK_KINDS, FrameObjects
 from stream.rate import RateMeter
@@ -93,6 +96,7 @@ class LiveHub:
         self._closing = False
         self._warned: set[str] = set()
         self.encoded = 0  # JPEGs encoded since start (all sources)
+        self.video = VideoFeed(self.sources, self._bump_updates)  # H.264 viewers (fMP4 over /live)
         self._encoder = threading.Thread(target=self._encode_loop, name="live-encoder", daemon=True)
         self._encoder.start()
 
@@ -297,9 +301,7 @@ class LiveHub:
         [(source, newest JPEG)] of ``sources`` whose JPEG version differs from ``sent``
         (``sent`` is updated in place), [newest JSON event of each of ``sources`` newer
         than ``events_after``])."""
-        with self._updates:
-            self._updates.wait_for(lambda: self._updates_version != seen or self._closing, timeout)
-            seen = self._updates_version
+        seen = self.wait_updates(seen, timeout)
         pictures: list[tuple[str, Jpeg]] = []
         for source in sources:
             ch = self._channels.get(source)
@@ -309,10 +311,22 @@ class LiveHub:
                 if ch.jpeg is not None and ch.jpeg_version != sent.get(source, 0):
                     sent[source] = ch.jpeg_version
                     pictures.append((source, ch.jpeg))
+        version, events = self.events_since(events_after, sources)
+        return seen, version, pictures, events
+
+    def wait_updates(self, seen: int, timeout: float) -> int:
+        """Wait up to ``timeout`` s for a new JPEG, event or H.264 fragment after update
+        counter ``seen``; returns the current counter."""
+        with self._updates:
+            self._updates.wait_for(lambda: self._updates_version != seen or self._closing, timeout)
+            return self._updates_version
+
+    def events_since(self, after: int, sources: Sequence[str]) -> tuple[int, list[bytes]]:
+        """(newest event version, the newest JSON event of each of ``sources`` newer than ``after``)."""
         with self._events_cond:
             wanted = set(sources)
-            events = [d for s, (v, d) in self._events.items() if v > events_after and s in wanted]
-            return seen, self._events_version, pictures, events
+            events = [d for s, (v, d) in self._events.items() if v > after and s in wanted]
+            return self._events_version, events
 
     def subscribe_events(self) -> None:
         with self._events_cond:
@@ -335,7 +349,8 @@ class LiveHub:
             return self._events_version, fresh
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per source: id, MJPEG path, measured input fps, viewers, whether it ended, and the
+        """Per source: id, MJPEG path, measured input fps, viewers (MJPEG and wall),
+        h264_viewers (over /live), whether it ended, and the
         supervisor's capture state (None until the stage is told)."""
         return [
             {
@@ -343,6 +358,7 @@ class LiveHub:
                 "stream": f"/stream/{ch.source}.mjpg",
                 "fps": round(ch.rate.fps(), 1),
                 "viewers": ch.viewers,
+                "h264_viewers": self.video.viewers(ch.source),
                 "ended": ch.ended,
                 "state": ch.state,
             }

@@ -9,11 +9,28 @@ Endpoints (GET only):
                           image/jpeg pictures (``X-Seq``, ``X-Age-Ms``) and
                           application/json object events; ``&detail=a`` adds masks
                           to source a's events (the camera page)
+    /live?sources=a,b     the same wall over H.264: a WebSocket (RFC 6455) carrying,
+                          per source, the shared encode's fragmented MP4 as binary
+                          messages ``[kind u8][len u8][source id]`` then for kind 1
+                          (init segment, once per stream) ``[len u8][codec, e.g.
+                          avc1.42C01F][ftyp+moov]``, for kind 2 (one frame)
+                          ``[seq u32][age ms u32][flags u8: 1 = keyframe][moof+mdat]``
+                          (big-endian); object events as text messages (the wall's
+                          JSON); ``&detail=a`` as for /wall. A viewer starts on a
+                          keyframe; the Origin, when sent, must be this server
     /api/recordings       JSON: each source's recorded segments by start time
     /recordings/<source>/<segment>.mp4|.jsonl   a recording, read-only, with HTTP Range
     /api/sources          JSON: the configured sources and their state
     /healthz              JSON {"status": "ok"}; no token needed (for probes)
-    /static/app.js, rle.js, player.js, style.css   the page's code (public, no data, no token)
+    /static/app.js, rle.js, player.js, h264.js, style.css   the page's code (public, no data, no token)
+
+Choosing the transport (for people and for ``stream bench live``): the page plays
+H.264 over ``/live`` when the browser's Media Source Extensions take
+``video/mp4; codecs="avc1.42E01F"`` and MJPEG over ``/wall`` otherwise;
+``/?transport=mjpeg`` forces MJPEG and ``/?transport=h264`` asks for H.264 (the
+chosen one is ``document.documentElement.dataset.transport``). Each tile reports
+the capture-to-screen latency of the frame it shows in ``data-shown-latency-ms``
+and the frames it has shown in ``data-frames``.
 
 With a token, every other endpoint needs ``Authorization: Bearer <token>`` or
 ``?token=<token>`` (the page passes its own ``?token=`` on to its stream and
@@ -43,7 +60,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from stream.errors import TransportError
 from stream.httpd import LOOPBACK_NAMES, GuardedHandler, GuardedServer
+from stream.live import websocket
 from stream.live.hub import LiveHub
+from stream.live.live_socket import serve_viewer
 from stream.live.recordings import list_recordings, parse_range, recording_file
 
 log = logging.getLogger(__name__)
@@ -54,7 +73,7 @@ _IDLE_CHECK_S = 2.0  # MJPEG: how often a stream with no new picture checks that
 _STREAM = re.compile(r"^/stream/([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.mjpg$")
 _TOKEN_IN_TEXT = re.compile(r"token=[^&\s\"']*", re.IGNORECASE)
 _CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self' blob:; "
     "connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
@@ -86,6 +105,7 @@ class _Server(GuardedServer):
             "/": (_asset("page.html"), "text/html; charset=utf-8"),
             "/static/app.js": (_asset("app.js"), "text/javascript; charset=utf-8"),
             "/static/rle.js": (_asset("rle.js"), "text/javascript; charset=utf-8"),
+            "/static/h264.js": (_asset("h264.js"), "text/javascript; charset=utf-8"),
             "/static/player.js": (_asset("player.js"), "text/javascript; charset=utf-8"),
             "/static/style.css": (_asset("style.css"), "text/css; charset=utf-8"),
         }
@@ -116,6 +136,8 @@ class _Handler(GuardedHandler):
             return self._events()
         if path == "/wall":
             return self._wall(url.query)
+        if path == "/live":
+            return self._live(url.query)
         if path == "/api/recordings":
             return self._send_json({"recordings": list_recordings(self.server.recordings)})
         if path.startswith("/recordings/"):
@@ -211,12 +233,19 @@ class _Handler(GuardedHandler):
         finally:
             hub.unwatch(source)
 
-    def _wall(self, query: str) -> None:
+    def _selection(self, query: str) -> tuple[list[str], list[str]]:
+        """(sources, detail sources) of a /wall or /live query: ``sources=a,b`` (default
+        all), ``detail=a`` (at most 4); unknown ids are left out."""
         hub = self.server.hub
         q = parse_qs(query)
         wanted = [s for part in q.get("sources", []) for s in part.split(",") if s]
         sources = [s for s in wanted if hub.has_source(s)] if wanted else list(hub.sources)
         detail = [s for part in q.get("detail", []) for s in part.split(",") if hub.has_source(s)][:4]
+        return sources, detail
+
+    def _wall(self, query: str) -> None:
+        hub = self.server.hub
+        sources, detail = self._selection(query)
         if not sources:
             return self._send_text(HTTPStatus.NOT_FOUND, "not found: none of these sources is served here\n")
         self.send_response(HTTPStatus.OK)
@@ -258,6 +287,28 @@ class _Handler(GuardedHandler):
                 hub.want_detail(s, False)
             for s in sources:
                 hub.unwatch(s)
+
+    def _live(self, query: str) -> None:
+        """The H.264 wall: a WebSocket carrying every selected source's fragmented MP4
+        (binary messages) and object events (text messages, the wall's JSON)."""
+        hub = self.server.hub
+        sources, detail = self._selection(query)
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != (self.headers.get("Host") or "").lower():
+            # browsers let any page open a WebSocket anywhere: only this view's own page may
+            return self._send_text(HTTPStatus.FORBIDDEN, "forbidden: /live takes only this live view's own page\n")
+        why = websocket.handshake_error(self.headers)
+        if why is not None:
+            return self._send_text(HTTPStatus.BAD_REQUEST, f"bad request: /live is a WebSocket: {why}\n")
+        if not sources:
+            return self._send_text(HTTPStatus.NOT_FOUND, "not found: none of these sources is served here\n")
+        self.send_response(HTTPStatus.SWITCHING_PROTOCOLS)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", websocket.accept_key(self.headers["Sec-WebSocket-Key"]))
+        self.end_headers()
+        self.close_connection = True
+        serve_viewer(hub, self.connection, self.wfile, sources, detail, _IDLE_CHECK_S)
 
     def _recording(self, path: str) -> None:
         found = recording_file(self.server.recordings, path)

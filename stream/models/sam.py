@@ -15,6 +15,7 @@ the low-res logits with the same two bilinear resizes as
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -324,6 +325,9 @@ class SamSegmenter:
         by rounding only); "auto" picks "torch" on CUDA and "pil" on CPU.
     max_batch: boxes per decoder pass; the embedding is repeated per box inside
         SAM's decoder, so this bounds memory for frames with very many tracks.
+    decoder: runs the prompt encoder + mask decoder for single-mask box prompts instead
+        of PyTorch (``stream.models.sam_onnx.OrtSamDecoder``): (features, boxes in SAM
+        input pixels) → (logits (N, 1, 4E, 4E), IoU (N, 1)); None: PyTorch.
     """
 
     def __init__(
@@ -333,6 +337,7 @@ class SamSegmenter:
         crop_margin: float = 0.1,
         resize: Literal["auto", "pil", "torch"] = "auto",
         max_batch: int = 128,
+        decoder: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -341,6 +346,7 @@ class SamSegmenter:
         self.resize = ("torch" if model.device.type == "cuda" else "pil") if resize == "auto" else resize
         self.max_batch = max(1, max_batch)
         self.transform = ResizeLongestSide(model.arch.img_size)
+        self.decoder = decoder
         self.stats = SegmenterStats()
         self._upsamplers: dict[tuple[int, tuple[int, int], tuple[int, int]], _Upsampler] = {}
 
@@ -418,6 +424,9 @@ class SamSegmenter:
         sam = self.model.sam
         prompts = self.transform.apply_boxes(boxes, embedding.original_size)
         box_t = torch.as_tensor(prompts, dtype=torch.float32, device=self.model.device)
+        if self.decoder is not None and not multimask:
+            low, iou = self.decoder(embedding.features, box_t)
+            return low[:, 0], iou[:, 0]
         with self._autocast():
             sparse, dense = sam.prompt_encoder(points=None, boxes=box_t, masks=None)
             low, iou = sam.mask_decoder(

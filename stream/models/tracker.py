@@ -73,6 +73,20 @@ class TrackerParams:
         return max(1, int(np.ceil(self.frame_rate / 30.0 * self.lost_track_buffer)))
 
 
+def new_bytetrack(p: TrackerParams) -> Any:
+    """A ``trackers.ByteTrackTracker`` with these parameters (the wrapper's, and the bench's reference)."""
+    from trackers import ByteTrackTracker
+
+    return ByteTrackTracker(
+        lost_track_buffer=p.lost_track_buffer,
+        frame_rate=float(p.frame_rate),
+        track_activation_threshold=p.track_activation_threshold,
+        minimum_consecutive_frames=p.minimum_consecutive_frames,
+        minimum_iou_threshold=p.minimum_iou_threshold,
+        high_conf_det_threshold=p.high_conf_det_threshold,
+    )
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
@@ -176,17 +190,7 @@ class SourceTracker:
         self._tracker = self._new_tracker()
 
     def _new_tracker(self) -> Any:
-        from trackers import ByteTrackTracker
-
-        p = self.params
-        return ByteTrackTracker(
-            lost_track_buffer=p.lost_track_buffer,
-            frame_rate=float(p.frame_rate),
-            track_activation_threshold=p.track_activation_threshold,
-            minimum_consecutive_frames=p.minimum_consecutive_frames,
-            minimum_iou_threshold=p.minimum_iou_threshold,
-            high_conf_det_threshold=p.high_conf_det_threshold,
-        )
+        return new_bytetrack(self.params)
 
     def update(
         self, boxes: Any, scores: Any, class_ids: Any, timestamp: float | None = None

@@ -22,6 +22,10 @@ not part of the key: they are applied at load time from the caller's arguments.
 
 The artifact is our own file, written by this function; it is a TorchScript
 archive (code + tensors), not an arbitrary pickle.
+
+``runtime='onnxruntime'`` (the CPU default of ``detect.runtime``) loads an ONNX file
+exported from that TorchScript artifact and cached beside it under its own key
+(``stream.models.yolo_nas_onnx``).
 """
 
 from __future__ import annotations
@@ -224,6 +228,25 @@ def read_artifact(path: Path, *, device: Any, class_names: Sequence[str] | None 
     )
 
 
+RUNTIMES = ("auto", "torchscript", "onnxruntime")
+
+
+def resolve_runtime(runtime: str, device: Any) -> str:
+    """'auto' → 'onnxruntime' on the CPU (faster there, see stream.models.yolo_nas_onnx) and
+    'torchscript' on CUDA; the others as given. ModelError for an unknown name or ONNX
+    Runtime on a GPU (only its CPU provider is installed)."""
+    if runtime not in RUNTIMES:
+        raise ModelError(f"detect.runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if runtime == "auto":
+        return "onnxruntime" if device.type == "cpu" else "torchscript"
+    if runtime == "onnxruntime" and device.type != "cpu":
+        raise ModelError(
+            f"detect.runtime 'onnxruntime' runs on the CPU only, detect.device is {device}; "
+            "use 'torchscript' (or 'auto') on CUDA"
+        )
+    return runtime
+
+
 def load_yolo_nas(
     arch: str,
     *,
@@ -234,16 +257,22 @@ def load_yolo_nas(
     random_seed: int | None = None,
     device: str = "auto",
     input_size: int = 640,
+    runtime: str = "torchscript",
+    threads: int | None = None,
 ) -> YoloNasModel:
     """``build_yolo_nas`` through the artifact cache in ``cache_dir`` (same arguments).
 
     A hit loads in about a second without importing super-gradients; a miss builds,
     exports and then loads the artifact. A cached artifact that cannot be read is
-    rebuilt. The returned module is TorchScript: (B, 3, S, S) → (boxes, scores).
+    rebuilt. runtime: 'torchscript' (the module is TorchScript: (B, 3, S, S) → (boxes,
+    scores)), 'onnxruntime' (an ``OrtModule`` with the same contract, exported from the
+    TorchScript artifact; CPU only) or 'auto' (see ``resolve_runtime``). threads: ONNX
+    Runtime's intra-op threads (default torch's current count).
     """
     check_arch(arch)
     check_input_size(input_size)
     dev = resolve_device(device)
+    chosen = resolve_runtime(runtime, dev)
     path = artifact_path(
         Path(cache_dir),
         arch=arch,
@@ -253,6 +282,26 @@ def load_yolo_nas(
         input_size=input_size,
         device=dev,
     )
+
+    def torchscript() -> tuple[Any, dict[str, Any]]:
+        return _torchscript_files(
+            path, dev, arch=arch, checkpoint=checkpoint, num_classes=num_classes, class_names=class_names,
+            random_seed=random_seed, input_size=input_size,
+        )
+
+    if chosen == "onnxruntime":
+        import torch
+
+        module, meta = _onnx_files(path, torchscript, threads or torch.get_num_threads())
+    else:
+        module, meta = torchscript()
+    return _to_model(module, meta, dev, class_names if class_names is not None else meta.get("class_names"))
+
+
+def _torchscript_files(path: Path, dev: Any, *, arch: str, checkpoint: Path | None, num_classes: int | None,
+                       class_names: Sequence[str] | None, random_seed: int | None,
+                       input_size: int) -> tuple[Any, dict[str, Any]]:
+    """(TorchScript module, metadata) from the cache, built and exported first on a miss."""
     if path.is_file() and path.with_suffix(".json").is_file():
         try:
             module, meta = _read_files(path, dev)
@@ -260,9 +309,7 @@ def load_yolo_nas(
             log.warning("%s; rebuilding it", exc)
         else:
             log.info("loaded %s from the cache %s", arch, path)
-            return _to_model(
-                module, meta, dev, class_names if class_names is not None else meta.get("class_names")
-            )
+            return module, meta
     log.info("%s at %d px on %s is not in the cache yet: building it through super-gradients "
              "(about 30 s, once; later runs load it in about a second)", arch, input_size, dev.type)
     eager = build_yolo_nas(
@@ -277,4 +324,25 @@ def load_yolo_nas(
     # Without names from the config, the artifact keeps the ones the build chose (read from the
     # checkpoint, else COCO's or class_N), so a cache hit needs no second read of the checkpoint.
     export_artifact(eager, path, default_names=eager.class_names if class_names is None else None)
-    return read_artifact(path, device=dev, class_names=class_names)
+    return _read_files(path, dev)
+
+
+def _onnx_files(ts_path: Path, torchscript: Any, threads: int) -> tuple[Any, dict[str, Any]]:
+    """(ONNX Runtime module, metadata) from the cache, exported from the TorchScript artifact
+    (``torchscript()``: loaded or built) on a miss."""
+    from stream.models.yolo_nas_onnx import export_onnx, onnx_path, read_onnx
+
+    path = onnx_path(ts_path)
+    if path.is_file() and path.with_suffix(".json").is_file():
+        try:
+            module, meta = read_onnx(path, threads=threads)
+        except ModelError as exc:
+            log.warning("%s; rebuilding it", exc)
+        else:
+            log.info("loaded %s (ONNX Runtime, %d threads) from the cache %s", meta["arch"], threads, path)
+            return module, {**meta, "channels_last": False}
+    ts_module, ts_meta = torchscript()
+    with _torchscript():
+        export_onnx(ts_module, path, input_size=int(ts_meta["input_size"]), meta=ts_meta)
+    module, meta = read_onnx(path, threads=threads)
+    return module, {**meta, "channels_last": False}

@@ -16,7 +16,8 @@ from pydantic import Field, SecretStr, field_serializer, field_validator
 
 from stream.errors import ConfigError
 from stream.redact import mask_url
-from stream.sections.base import StrictModel
+from stream.sections.base import StrictModel, reveal, secret_text
+from stream.sections.mqtt import MqttConfig
 
 
 class EncoderConfig(StrictModel):
@@ -91,17 +92,11 @@ class LiveConfig(StrictModel):
     @field_validator("token", mode="before")
     @classmethod
     def _token_is_text(cls, v: Any) -> Any:
-        if v is not None and not isinstance(v, str | SecretStr):
-            # raised here, not as a ValueError: pydantic's message would quote the token
-            raise ConfigError(
-                "config error: sinks.live.token: must be a string (quote it in YAML, or use ${ENV:NAME})"
-            )
-        return v
+        return secret_text(v, "sinks.live.token")
 
     @field_serializer("token", when_used="json")
     def _reveal_token(self, v: SecretStr | None) -> str | None:
-        # JSON is how the config reaches the output worker (over stdin, never argv).
-        return v.get_secret_value() if v is not None else None
+        return reveal(v)
 
 
 class RestreamConfig(StrictModel):
@@ -150,13 +145,11 @@ class SinksConfig(StrictModel):
     record: RecordConfig | None = None
     live: LiveConfig | None = None
     restream: RestreamConfig | None = None
-    # Still an untyped mapping, validated when the output stage builds the sink: its model
-    # (stream.sinks.mqtt.MqttConfig) is to move here like the others, ``MqttConfig | None``.
-    mqtt: dict[str, Any] = {}
+    mqtt: MqttConfig | None = None
     # A new sink adds its section here (typed, ``X | None = None``) and its module to
     # stream.stages.output.SINK_MODULES.
 
-    @field_validator("publish", "record", "live", "restream", mode="before")
+    @field_validator("publish", "record", "live", "restream", "mqtt", mode="before")
     @classmethod
     def _empty_is_off(cls, v: Any) -> Any:
         return None if v is None or (isinstance(v, dict) and not v) else v

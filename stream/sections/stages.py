@@ -44,7 +44,11 @@ class PassthroughConfig(StrictModel):
 class DetectConfig(StrictModel):
     """model: YOLO-NAS size. weights: a registry name (``stream weights list``) or a
     checkpoint path; default the official COCO weights of ``model``. class_names:
-    for a fine-tuned checkpoint (default COCO). classes: keep only these names."""
+    for a fine-tuned checkpoint (default COCO). classes: keep only these names.
+    runtime: 'auto' (ONNX Runtime on a CPU, TorchScript on CUDA), 'torchscript' or
+    'onnxruntime' (CPU only; see stream.models.yolo_nas_onnx).
+    threads: intra-op threads of the detect process (default: half the cores, at
+    least 1; see stream.threads)."""
 
     model: Literal["yolo_nas_s", "yolo_nas_m", "yolo_nas_l"] = "yolo_nas_s"
     weights: str | None = None
@@ -59,6 +63,8 @@ class DetectConfig(StrictModel):
     max_batch: int = Field(8, ge=1, le=256)
     max_wait_ms: float = Field(5.0, ge=0)
     random_seed: int = 0
+    runtime: Literal["auto", "torchscript", "onnxruntime"] = "auto"
+    threads: int | None = Field(None, ge=1, le=1024)
 
 
 class TrackConfig(StrictModel):
@@ -81,7 +87,11 @@ class SegmentConfig(StrictModel):
     stream instead of in it ('auto': for live sources), so a keyframe never holds a
     frame back: its masks arrive up to max_lag_frames later (older ones are discarded)
     and are moved to the boxes of the frame they land on; appearance_ncc: refresh when the box's
-    content correlates less than this with the keyframe's; method: propagation between keyframes."""
+    content correlates less than this with the keyframe's; method: propagation between keyframes.
+    runtime: SAM's prompt encoder + mask decoder on 'auto' (ONNX Runtime on a CPU, torch
+    on CUDA), 'torch' or 'onnxruntime' (CPU only; see stream.models.sam_onnx).
+    threads: intra-op threads of the segment process (default: a quarter of the cores, at
+    least 1; see stream.threads)."""
 
     model: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_b"
     weights: str | None = None
@@ -96,3 +106,5 @@ class SegmentConfig(StrictModel):
     random_seed: int = 0
     async_keyframes: Literal["auto", "always", "never"] = "auto"
     max_lag_frames: int = Field(15, ge=1)
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
+    threads: int | None = Field(None, ge=1, le=1024)

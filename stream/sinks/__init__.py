@@ -1,4 +1,7 @@
-"""Sinks: where frames leave the pipeline (debug JSONL, publish, record, live view, mqtt).
+"""Sinks: where frames leave the pipeline (debug JSONL, publish, record, live view, mqtt,
+restream). Record, restream and the live view's H.264 viewers share one encode per
+source: ``stream.sinks.encode.EncoderPool`` is a sink too, placed first, and feeds them
+its packets.
 
 A sink is configured once and called per frame from the output stage::
 

@@ -12,8 +12,14 @@ Config (``sinks.live``)::
         host: 127.0.0.1        # loopback by default; anything else needs a token
         port: 8080             # 0 = any free port (the URL is logged)
         token: ${ENV:LIVE_TOKEN}   # Authorization: Bearer … or ?token=… ; never logged
-        max_fps: 15            # pictures and object updates per second per source, at most
+        max_fps: 15            # MJPEG pictures and object updates per second per source, at most
         jpeg_quality: 80
+
+Video reaches a browser as H.264 where it plays it (MSE with ``avc1``): the output
+stage's one encode per source (``stream.sinks.encode``, shared with record and
+re-stream) as fragmented MP4 over one WebSocket per viewer, every encoded frame
+(``max_fps`` does not apply; the object events keep it). Otherwise, or with
+``?transport=mjpeg``, as JPEGs at most ``max_fps`` a second (``stream.live.server``).
 
 ``write`` runs on the output stage's hot path and never waits for a client: it
 copies a picture only when someone watches that source and the source is due
@@ -34,7 +40,8 @@ from stream.live.hub import LiveHub
 from stream.live.server import LiveServer
 from stream.messages import Frame, RosterEntry
 from stream.objects import COCO_CLASSES, class_names_of
-from stream.sections.sinks import LiveConfig
+from stream.sections.sinks import EncoderConfig, LiveConfig
+from stream.sinks.encode import EncoderPool, EncoderPools
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,8 @@ class LiveSink:
     sources: the configured source ids (requests for any other id get 404).
     recordings: the recording root to serve read-only (None: no recordings).
     class_names: names indexed by class id, as every other output names them.
+    encoders: the output stage's shared H.264 pool whose packets the H.264 viewers get
+    (the stage gives it the pictures); None: the sink makes its own and feeds it.
     Raises ConfigError when the host is not loopback and no token is set, and
     TransportError (naming sinks.live.port) when the port cannot be bound.
     """
@@ -61,6 +70,7 @@ class LiveSink:
         class_names: Sequence[str] = COCO_CLASSES,
         *,
         recordings: Path | None = None,
+        encoders: EncoderPool | None = None,
     ) -> None:
         token = params.token.get_secret_value() if params.token is not None else ""
         if not token.strip():
@@ -86,6 +96,10 @@ class LiveSink:
         self.hub = LiveHub(
             sources, max_fps=params.max_fps, jpeg_quality=params.jpeg_quality, class_names=class_names
         )
+        self._own_pool = encoders is None
+        self.pool = encoders or EncoderPool(annotated=True, encoder=EncoderConfig())
+        self.pool.add_consumer(self.hub.video)
+        self.hub.video.request_keyframe = self.pool.request_keyframe
         try:
             self.server = LiveServer(self.hub, params.host, params.port, token or None, recordings)
         except BaseException:
@@ -107,15 +121,28 @@ class LiveSink:
         return self.server.port
 
     def needs_picture(self, source: str) -> bool:
-        """The annotated picture is drawn only while someone watches ``source``; without
-        viewers the sink still gets every frame (for the object list), unannotated."""
-        return self.hub.watched(source)
+        """The annotated picture is drawn only while someone watches ``source`` (MJPEG, or
+        H.264 through the sink's own pool); without viewers the sink still gets every frame
+        (for the object list), unannotated."""
+        return self.hub.watched(source) or (self._own_pool and self.pool.needs_picture(source))
+
+    def h264_watched(self, source: str) -> bool:
+        """True while a viewer watches ``source`` over H.264 (the encoder runs for it)."""
+        return self.hub.video.viewers(source) > 0
 
     def write(self, frame: Frame) -> None:
         self.hub.offer(frame)
+        if self._own_pool and self.pool.needs_picture(frame.source):
+            self.pool.write(frame)
+
+    def reset(self, source: str) -> None:
+        if self._own_pool:
+            self.pool.reset(source)
 
     def end_source(self, source: str) -> None:
         self.hub.end_source(source)
+        if self._own_pool:
+            self.pool.end_source(source)
 
     def set_sources(self, roster: Sequence[RosterEntry]) -> None:
         """Sources added or removed at runtime: the wall shows the run's sources now."""
@@ -126,6 +153,8 @@ class LiveSink:
         self.hub.set_source_states(states)
 
     def close(self) -> None:
+        if self._own_pool:
+            self.pool.close()
         self.hub.close()
         self.server.close()
 
@@ -138,10 +167,31 @@ def recording_root(config: Config) -> Path | None:
     return Path(record.root or "recordings").expanduser().resolve()
 
 
-def build(section: LiveConfig | dict[str, Any], config: Config) -> LiveSink:
+def build(
+    section: LiveConfig | dict[str, Any], config: Config, *, encoders: EncoderPools | None = None
+) -> LiveSink:
     """The live sink from ``sinks.live``, serving the config's source ids and, when the
-    record sink is on, its recordings (``sinks.record.root``) read-only."""
+    record sink is on, its recordings (``sinks.record.root``) read-only. encoders: the
+    output stage's pools; H.264 viewers share the annotated encode of the record sink
+    (``sinks.record.encoder``), else of the re-stream, else one with default settings."""
     params = validate_section(LiveConfig, section, "sinks.live")
+    pool = encoders.get(annotated=True, encoder=live_encoder(config)) if encoders is not None else None
     return LiveSink(
-        params, [s.id for s in config.sources], class_names_of(config), recordings=recording_root(config)
+        params,
+        [s.id for s in config.sources],
+        class_names_of(config),
+        recordings=recording_root(config),
+        encoders=pool,
     )
+
+
+def live_encoder(config: Config) -> EncoderConfig:
+    """The encoder settings of the annotated encode the H.264 viewers share (see ``build``)."""
+    record, restream = config.sinks.record, config.sinks.restream
+    if record is not None and record.enabled and record.annotated:
+        return record.encoder
+    if restream is not None and restream.enabled and restream.annotated:
+        from stream.sinks.restream import shared_encoder
+
+        return shared_encoder(restream, config)
+    return EncoderConfig()

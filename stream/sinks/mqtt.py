@@ -29,15 +29,15 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
-from pydantic import Field, SecretStr, field_validator
 
-from stream.config import Config, StrictModel, validate_section
+from stream.config import Config, validate_section
 from stream.errors import ConfigError
 from stream.messages import Frame
 from stream.objects import COCO_CLASSES, class_names_of
+from stream.sections.mqtt import MqttConfig
 from stream.sinks import WRITTEN
 from stream.sinks.background import QUEUE_FULL
 from stream.sinks.mqtt_client import Message, MqttPublisher, Tls
@@ -46,69 +46,6 @@ from stream.sinks.mqtt_events import SourceEvents
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
-
-
-class MqttTlsConfig(StrictModel):
-    """``sinks.mqtt.tls`` (present: TLS on). ca_file: PEM CA bundle to verify the broker
-    (default: the system's); cert_file + key_file: a client certificate; insecure: skip
-    the broker host name check (the certificate chain is still verified)."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    insecure: bool = False
-
-
-class MqttConfig(StrictModel):
-    """``sinks.mqtt``. host/port: the broker (port default 1883, 8883 with tls);
-    topic_prefix: first topic level; availability_topic: default PREFIX/availability;
-    client_id: default NAME-HOST-PID (unique per process, as brokers require);
-    qos: for events and state (availability is always QoS 1, retained);
-    update_interval_s: at most one update per track per interval (frame time);
-    min_score_change: score change that makes an update; end_after_s: a track not seen
-    this long ends (timeout) when its end was lost; include_masks: COCO RLE of the
-    object's mask in new/update events; queue_size: events waiting for the broker
-    before new ones are dropped; max_inflight: unacknowledged messages at once;
-    close_timeout_s: how long close waits for queued events to go out."""
-
-    enabled: bool = True
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int | None = Field(None, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: MqttTlsConfig | None = None
-    client_id: str | None = Field(None, min_length=1, max_length=128)
-    topic_prefix: str = "stream"
-    availability_topic: str | None = None
-    qos: Literal[0, 1, 2] = 1
-    keepalive_s: int = Field(30, ge=5, le=3600)
-    reconnect_min_s: int = Field(1, ge=1, le=60)
-    reconnect_max_s: int = Field(30, ge=1, le=3600)
-    update_interval_s: float = Field(1.0, ge=0, le=3600)
-    min_score_change: float = Field(0.05, ge=0, le=1)
-    end_after_s: float = Field(30.0, gt=0, le=86400)
-    include_masks: bool = False
-    queue_size: int = Field(1000, ge=1, le=1_000_000)
-    max_inflight: int = Field(100, ge=1, le=10_000)
-    close_timeout_s: float = Field(2.0, ge=0, le=60)
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        if "://" in v or "/" in v or v != v.strip():
-            raise ValueError("must be a host name or address alone (e.g. broker.lan); the port goes in port, TLS in tls")
-        return v
-
-    @field_validator("topic_prefix", "availability_topic")
-    @classmethod
-    def _topic(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not v or v.startswith("/") or v.endswith("/") or "//" in v:
-            raise ValueError("must be topic levels separated by '/', without a leading or trailing '/'")
-        if any(c in v for c in "+#\0"):
-            raise ValueError("must not contain the wildcards '+' or '#'")
-        return v
 
 
 class MqttSink:
@@ -230,20 +167,13 @@ def default_client_id(config: Config) -> str:
     return f"{config.name}-{socket.gethostname()}-{os.getpid()}"[:128]
 
 
-def build(section: dict[str, Any], config: Config) -> MqttSink:
-    """The sink for ``sinks.mqtt`` (see MqttConfig). Raises ConfigError; never shows the password."""
-    password = section.get("password")
-    if password is not None and not isinstance(password, str):
-        # checked here so that pydantic's message, which quotes the value, never shows the password
-        raise ConfigError("config error: sinks.mqtt.password: must be a string (quote it in YAML, or use ${ENV:NAME})")
+def build(section: MqttConfig | dict[str, Any], config: Config) -> MqttSink:
+    """The sink for ``sinks.mqtt`` (``stream.sections.mqtt.MqttConfig``, validated at load; a
+    mapping is validated here). Raises ConfigError; never shows the password."""
     cfg = validate_section(MqttConfig, section, "sinks.mqtt")
-    if cfg.password is not None and cfg.username is None:
-        raise ConfigError("config error: sinks.mqtt.password: set sinks.mqtt.username too (MQTT sends both)")
     if cfg.tls is not None:
         for key in ("ca_file", "cert_file", "key_file"):
             value = getattr(cfg.tls, key)
             if value is not None and not Path(value).is_file():
                 raise ConfigError(f"config error: sinks.mqtt.tls.{key}: {value} is not a file")
-        if (cfg.tls.cert_file is None) != (cfg.tls.key_file is None):
-            raise ConfigError("config error: sinks.mqtt.tls: cert_file and key_file go together (a client certificate)")
     return MqttSink(cfg, class_names=class_names_of(config), default_client_id=default_client_id(config))

@@ -18,14 +18,17 @@ Files: ``<root>/<source>/<UTC start>_<first seq>.mp4`` + ``.jsonl`` (see
 ``stream.sinks.segments`` for the sidecar format and the crash guarantees,
 ``stream.sinks.retention`` for confinement and retention).
 
-Encoding never stalls the pipeline: ``write`` copies the picture into a bounded
-queue per source, drained by one encoder thread per source; when the queue is
-full the frame is dropped for the recording (counted, logged once a second). A
-new segment starts after ``segment_s``, on a change of picture size, after
-``reset(source)`` and after ``end_source``. A frame whose pts repeats or goes
-backwards (broken AVI timestamps) is re-stamped one frame interval after the previous
-one, inside the same segment (its sidecar line keeps the source pts and says
-``"restamped": true``; ``t`` is its time in the video).
+The sink does not encode: it muxes the packets of the output stage's shared H.264
+encode of the source (``stream.sinks.encode``; the same packets feed the re-stream
+and the live view), so recording costs no second encode. Encoding never stalls
+the pipeline: pictures wait in the encoder's bounded queue (``queue_size``) and are
+dropped when it is full (counted, logged once a second). A segment starts on a
+keyframe: the sink tells the encoder that one is due when the open segment reaches
+``segment_s``; a change of picture size, ``reset(source)`` and ``end_source`` end the
+encoder's stream and so the segment. A frame whose pts repeats or goes backwards
+(broken AVI timestamps) is re-stamped by the encoder one frame interval after the
+previous one, inside the same segment (its sidecar line keeps the source pts and
+says ``"restamped": true``; ``t`` is its time in the video).
 """
 
 from __future__ import annotations
@@ -33,42 +36,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 
 from stream.config import Config, validate_section
 from stream.errors import StreamError
 from stream.messages import Frame, FrameHeader
 from stream.sections.sinks import RecordConfig, SinksConfig, check_sink_sources
 from stream.sinks import FAILED, NO_PIXELS, WRITTEN
-from stream.sinks.background import QUEUE_FULL, BackgroundWorker
-from stream.sinks.h264 import check_image, even_size, resolve_codec
+from stream.sinks.encode import EncodedPacket, EncoderPool, EncoderPools
+from stream.sinks.h264 import resolve_codec
 from stream.sinks.retention import apply_retention, new_segment_paths, source_dir
 from stream.sinks.segments import Segment
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class _Item:
-    header: FrameHeader
-    arrays: Mapping[str, np.ndarray]
-    image: np.ndarray  # a private copy
-
-
-_RESET = "reset"
-_END = "end"
+WAITING_FOR_KEYFRAME = "waiting for a keyframe"
 
 
 class _SourceRecorder:
-    """The segments of one source; every method but ``__init__`` runs on its worker thread."""
+    """The segments of one source; every method but ``__init__`` runs on the source's
+    encoder thread (``stream.sinks.encode``), in packet order."""
 
     def __init__(self, sink: RecordSink, source: str, directory: Path) -> None:
         self.sink, self.source, self.directory = sink, source, directory
@@ -78,40 +69,21 @@ class _SourceRecorder:
         self.errors = 0
         self.skipped = 0  # frames without pixels
         self.restamped = 0
-        self._offset = 0  # added to source pts in this segment, grown at each backward step
-        self._steps: deque[int] = deque(maxlen=16)  # the source's recent forward pts steps
-        self._last_src: int | None = None
+        self.waiting = 0  # packets dropped while waiting for a keyframe to start a segment on
         self._last_error_log = -1e9
-        self.worker = BackgroundWorker(
-            f"record {source}", self.handle, maxsize=sink.config.queue_size, on_stop=self.finish
-        )
 
-    def handle(self, item: _Item | str) -> None:
-        if isinstance(item, str):  # reset / end of source
+    def handle(self, p: EncodedPacket) -> None:
+        h, seg, cfg = p.header, self.segment, self.sink.config
+        if seg is not None and (
+            p.info.generation != seg.info.generation
+            or (p.keyframe and float((p.pts - seg.pts0) * seg.time_base) >= cfg.segment_s)
+        ):
+            log.debug("source=%s seq=%d record: new segment (segment length reached)", h.source, h.seq)
             self.finish()
+        if self.segment is None and not p.keyframe:  # a segment starts on a keyframe
+            self.waiting += 1
+            self.sink.pool.request_keyframe(self.source)
             return
-        h, seg, cfg = item.header, self.segment, self.sink.config
-        width, height = even_size(item.image.shape[1], item.image.shape[0])
-        tb = Fraction(*h.time_base)
-        pts, restamped = h.pts, False
-        if seg is not None:
-            pts, restamped = self._video_pts(h.pts, seg.last_pts, tb)
-            why = (
-                "picture size changed"
-                if (width, height) != (seg.width, seg.height) or tb != seg.time_base
-                else "segment length reached"
-                if float((pts - seg.pts0) * tb) >= cfg.segment_s
-                else ""
-            )
-            if why:
-                log.debug("source=%s seq=%d record: new segment (%s)", h.source, h.seq, why)
-                self.finish()
-                pts, restamped = h.pts, False
-        if self.segment is None:
-            self._offset = 0
-        if self._last_src is not None and h.pts > self._last_src:
-            self._steps.append(h.pts - self._last_src)  # the source's own frame intervals
-        self._last_src = h.pts
         record = {
             "source": h.source,
             "seq": h.seq,
@@ -119,31 +91,21 @@ class _SourceRecorder:
             "time_base": list(h.time_base),
             "capture_ns": h.capture_ns,
         }
-        if restamped:
+        if p.restamped:
             record["restamped"] = True
+            self.restamped += 1
         try:
             if self.segment is None:
-                self.segment = self.open(item, width, height, tb)
-            self.segment.add(item.image, pts, record, item.arrays)
+                self.segment = self.open(p)
+            self.segment.add(p, record)
             self.frames += 1
         except (StreamError, av.FFmpegError, OSError, ValueError) as exc:
             self.failed(h, exc)
         self.sink.maybe_retain()
 
-    def _video_pts(self, src_pts: int, last_pts: int, tb: Fraction) -> tuple[int, bool]:
-        """The pts this frame gets in the open segment's video: the source's pts plus the
-        segment's offset; when that does not move forward (the source's pts repeated or went
-        backwards), the frame is re-stamped one frame interval after the previous one and the
-        offset grows, so the frames after it keep their spacing. Nothing is dropped and no
-        segment is cut."""
-        pts = src_pts + self._offset
-        if pts > last_pts:
-            return pts, False
-        # one frame interval: the median of the source's recent forward steps (unknown yet: 1/30 s)
-        step = int(np.median(self._steps)) if self._steps else max(1, round(1 / (30 * tb)))
-        self._offset += last_pts + step - pts
-        self.restamped += 1
-        return last_pts + step, True
+    def keyframe_due(self, pts: int) -> bool:
+        seg = self.segment
+        return seg is not None and float((pts - seg.pts0) * seg.time_base) >= self.sink.config.segment_s
 
     def failed(self, h: FrameHeader, exc: BaseException) -> None:
         """A frame could not be recorded: log (at most every 10 s), drop the segment, go on."""
@@ -165,21 +127,10 @@ class _SourceRecorder:
         except (StreamError, av.FFmpegError, OSError, ValueError) as close_exc:
             log.debug("source=%s record: closing the failed segment: %s", h.source, close_exc)
 
-    def open(self, item: _Item, width: int, height: int, time_base: Fraction) -> Segment:
-        h, cfg = item.header, self.sink.config
+    def open(self, p: EncodedPacket) -> Segment:
+        h, cfg = p.header, self.sink.config
         mp4, jsonl = new_segment_paths(self.directory, self.sink.root, h.capture_ns, h.seq)
-        seg = Segment(
-            mp4,
-            jsonl,
-            codec=self.sink.codec,
-            width=width,
-            height=height,
-            time_base=time_base,
-            pts0=h.pts,
-            fragment_s=cfg.fragment_s,
-            encoder=cfg.encoder,
-            masks=cfg.masks,
-        )
+        seg = Segment(mp4, jsonl, info=p.info, pts0=p.pts, fragment_s=cfg.fragment_s, masks=cfg.masks)
         self.sink.set_open(self.source, mp4)
         self.segments += 1
         log.info(
@@ -187,9 +138,9 @@ class _SourceRecorder:
             h.source,
             h.seq,
             mp4,
-            width,
-            height,
-            self.sink.codec,
+            p.info.width,
+            p.info.height,
+            p.info.codec,
         )
         return seg
 
@@ -214,44 +165,57 @@ class _SourceRecorder:
 class RecordSink:
     """Writes each source's frames into segments under ``config.root`` (see module doc).
 
-    codec: encoder name to use; None resolves ``config.encoder.codec`` ('auto'
-    probes NVENC once). Frames without pixels are skipped (counted in ``skipped``)."""
+    encoders: the output stage's shared pool to take packets from (its pictures are
+    given to it by the stage); None: the sink makes its own pool and feeds it from
+    ``write``. codec: encoder name for its own pool; None resolves
+    ``config.encoder.codec`` ('auto' probes NVENC once). Frames without pixels are
+    skipped (counted in ``skipped``)."""
 
     name = "record"
 
-    def __init__(self, config: RecordConfig, *, codec: str | None = None) -> None:
+    def __init__(
+        self, config: RecordConfig, *, codec: str | None = None, encoders: EncoderPool | None = None
+    ) -> None:
         self.config = config
-        self.wants_annotated = config.annotated
+        self.key_interval_s = config.fragment_s
+        self.queue_size = config.queue_size
         self.root = Path(config.root).expanduser()
         self.root.mkdir(parents=True, exist_ok=True)
         self.root = self.root.resolve()
-        self.codec = codec or resolve_codec(config.encoder.codec, "record")
+        self._own_pool = encoders is None
+        self.pool = encoders or EncoderPool(
+            annotated=config.annotated,
+            encoder=config.encoder,
+            codec=codec or resolve_codec(config.encoder.codec, "record"),
+        )
+        self.pool.add_consumer(self)
+        # with a shared pool the stage hands the pictures to the pool, not to this sink
+        self.wants_annotated = config.annotated and self._own_pool
         self.skipped = 0
         self._recorders: dict[str, _SourceRecorder] = {}
-        self._retired: list[threading.Thread] = []  # closing the recorders of removed sources
         self._lock = threading.Lock()  # guards _open and retention (encoder threads share them)
         self._open: dict[str, Path] = {}
         self._last_retention = 0.0
         self.maybe_retain(force=True)
 
+    @property
+    def codec(self) -> str:
+        return self.pool.codec
+
     # -- called by the output stage (pipeline thread); never blocks on encoding
+
+    def wants_packets(self, source: str) -> bool:
+        return self.config.sources is None or source in self.config.sources
 
     def needs_picture(self, source: str) -> bool:
         """False for a source this sink does not record, or whose encoder queue is full (the
         frame would be dropped): no picture is drawn for it."""
-        if self.config.sources is not None and source not in self.config.sources:
-            return False
-        rec = self._recorders.get(source)
-        return rec is None or not rec.worker.would_drop()
+        return self.wants_packets(source) and self.pool.needs_picture(source)
 
     def write(self, frame: Frame) -> None:
-        if self.config.sources is not None and frame.source not in self.config.sources:
+        if not self.wants_packets(frame.source):
             return
-        rec = self._recorders.get(frame.source)
-        if rec is None:
-            rec = self._recorders[frame.source] = _SourceRecorder(
-                self, frame.source, source_dir(self.root, frame.source)
-            )
+        rec = self._recorder(frame.source)  # a directory outside the root is refused here (SourceError)
         if frame.image is None:
             self.skipped += 1
             rec.skipped += 1
@@ -262,60 +226,70 @@ class RecordSink:
                     frame.seq,
                 )
             return
-        check_image(frame.image, self.name, frame.source, frame.seq)
-        if rec.worker.would_drop():  # don't copy pixels only to drop them
-            rec.worker.count_drop(frame.source, frame.seq, "queue full, the encoder is behind", reason=QUEUE_FULL)
-            return
-        rec.worker.offer(
-            _Item(frame.header, frame.arrays, np.array(frame.image, copy=True)), frame.source, frame.seq
-        )
+        if self._own_pool:
+            self.pool.write(frame)
 
     def reset(self, source: str) -> None:
         """The source restarted (new geometry): its next frame starts a new segment."""
-        if source in self._recorders:
-            self._recorders[source].worker.put_control(_RESET)
+        if self._own_pool:
+            self.pool.reset(source)
 
     def end_source(self, source: str) -> None:
-        if source in self._recorders:
-            self._recorders[source].worker.put_control(_END)
-
-    def forget_source(self, source: str) -> None:
-        """A source removed at runtime: its encoder thread ends once its last segment is
-        finalized (its end of stream is queued already), without holding up the pipeline."""
-        rec = self._recorders.pop(source, None)
-        if rec is not None:
-            ending = threading.Thread(target=rec.worker.close, name=f"record-{source}-end", daemon=True)
-            ending.start()
-            self._retired = [t for t in self._retired if t.is_alive()] + [ending]
+        if self._own_pool:
+            self.pool.end_source(source)
 
     def close(self) -> None:
-        for ending in self._retired:
-            ending.join(30.0)
-        for rec in self._recorders.values():
-            rec.worker.close()
+        if self._own_pool:
+            self.pool.close()
         self.maybe_retain(force=True)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per source: frames encoded, frames dropped, segments started."""
+        """Per source: frames recorded, frames dropped (the encoder was behind, or a segment
+        waited for its keyframe), segments started."""
         return {
-            s: {"frames": r.frames, "dropped": r.worker.dropped, "segments": r.segments}
+            s: {"frames": r.frames, "dropped": self.pool.dropped(s) + r.waiting, "segments": r.segments}
             for s, r in self._recorders.items()
         }
 
     def outcomes(self) -> dict[str, dict[str, int]]:
-        """Per source: frames in the recording ("written"), dropped by reason ("queue full";
-        "failed": the encoder or the file refused them; "no pixels"), see ``stream.sinks``."""
+        """Per source: frames in the recording ("written"), dropped by reason ("queue full":
+        the shared encoder was behind; "failed": the encoder or the file refused them; "no
+        pixels"; "waiting for a keyframe": a segment that failed restarts on one), see
+        ``stream.sinks``."""
         out: dict[str, dict[str, int]] = {}
         for s, r in list(self._recorders.items()):
-            row = {WRITTEN: r.frames, **r.worker.drops}
-            if r.errors:
-                row[FAILED] = r.errors
+            row = {WRITTEN: r.frames, **self.pool.drops(s)}
+            failed = r.errors + self.pool.errors(s)
+            if failed:
+                row[FAILED] = failed
             if r.skipped:
                 row[NO_PIXELS] = r.skipped
+            if r.waiting:
+                row[WAITING_FOR_KEYFRAME] = r.waiting
             out[s] = row
         return out
 
-    # -- called from encoder threads
+    # -- called from encoder threads (stream.sinks.encode.PacketConsumer)
+
+    def _recorder(self, source: str) -> _SourceRecorder:
+        rec = self._recorders.get(source)
+        if rec is None:
+            rec = self._recorders[source] = _SourceRecorder(self, source, source_dir(self.root, source))
+        return rec
+
+    def keyframe_due(self, source: str, pts: int, time_base: Fraction) -> bool:
+        rec = self._recorders.get(source)
+        return rec is not None and rec.keyframe_due(pts)
+
+    def on_packet(self, packet: EncodedPacket) -> None:
+        if self.wants_packets(packet.info.source):
+            self._recorder(packet.info.source).handle(packet)
+
+    def on_stream_end(self, source: str, why: str) -> None:
+        rec = self._recorders.get(source)
+        if rec is not None:
+            rec.finish()
+
 
     def set_open(self, source: str, mp4: Path | None) -> None:
         with self._lock:
@@ -337,13 +311,18 @@ class RecordSink:
             apply_retention(self.root, max_age_s=cfg.max_age_s, max_bytes=max_bytes, keep=self._open.values())
 
 
-def build(section: RecordConfig | dict[str, Any], config: Config) -> RecordSink:
+def build(
+    section: RecordConfig | dict[str, Any], config: Config, *, encoders: EncoderPools | None = None
+) -> RecordSink:
     """The record sink from ``sinks.record`` (validated here; errors name the key). Each
-    recorded source's directory is created and checked to be inside the root (SourceError)."""
+    recorded source's directory is created and checked to be inside the root (SourceError).
+    encoders: the output stage's pools (the sink takes the one for its picture kind and
+    encoder settings); None: its own."""
     cfg = validate_section(RecordConfig, section, "sinks.record")
     known = [s.id for s in config.sources]
     check_sink_sources(SinksConfig(record=cfg), known)
-    sink = RecordSink(cfg)
+    pool = encoders.get(annotated=cfg.annotated, encoder=cfg.encoder) if encoders is not None else None
+    sink = RecordSink(cfg, encoders=pool)
     for source in cfg.sources if cfg.sources is not None else known:
         source_dir(sink.root, source)  # refuse a directory that escapes the root now, not mid-run
     return sink

@@ -17,8 +17,11 @@ may be pushed (``sources``). Credentials in the url are never logged: every log
 line shows the url as ``rtsp://user:***@host/…`` (``stream.redact``; token-like query values
 are masked too).
 
-Pushing never blocks the pipeline: frames go through a bounded queue to one
-thread per source that encodes and sends. When the server is down or the
+The sink does not encode: it pushes the packets of the output stage's shared
+H.264 encode of the source (``stream.sinks.encode``; the same packets feed the
+record sink and the live view). Pushing never blocks the pipeline: packets go
+through a bounded queue to one thread per source that sends them; a publication
+starts on a keyframe (asked of the encoder on connect). When the server is down or the
 connection drops, the frames are dropped (counted, logged once a second), the
 error is logged with the masked url, and the connection is retried with
 exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``). A
@@ -29,42 +32,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import av
-import numpy as np
 
 from stream.backoff import Backoff
 from stream.config import Config, validate_section
 from stream.messages import Frame, FrameHeader
 from stream.redact import Scrubber
-from stream.sections.sinks import RestreamConfig, SinksConfig, check_sink_sources, check_url
+from stream.sections.sinks import EncoderConfig, RestreamConfig, SinksConfig, check_sink_sources, check_url
 from stream.sinks import WRITTEN
 from stream.sinks.background import QUEUE_FULL, BackgroundWorker
-from stream.sinks.h264 import (
-    add_h264_stream,
-    check_image,
-    even_size,
-    resolve_codec,
-    video_frame,
-)
+from stream.sinks.encode import EncodedPacket, EncoderPool, EncoderPools
+from stream.sinks.h264 import check_image, resolve_codec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Item:
-    header: FrameHeader
-    image: np.ndarray  # a private copy
 
 
 _DISCONNECT = "disconnect"
 
 
 class _Pusher:
-    """One source's RTSP publication; everything but ``__init__`` runs on its worker thread."""
+    """One source's RTSP publication; everything but ``__init__`` and ``in_backoff`` runs on
+    its worker thread, which takes the shared encoder's packets through a bounded queue."""
 
     def __init__(self, sink: RestreamSink, source: str, url: str) -> None:
         self.sink, self.source, self.url = sink, source, url
@@ -72,11 +63,8 @@ class _Pusher:
         self.masked = self._scrubber.masked
         self.container: Any = None
         self.stream: Any = None
-        self.size = (0, 0)
+        self.generation = 0
         self.pts0 = 0
-        self.last_pts: int | None = None
-        self.last_key: int | None = None
-        self.time_base = Fraction(1, 90000)
         self.retry = Backoff(sink.config.retry_initial_s, sink.config.retry_max_s, jitter=0.0)
         self.next_attempt = 0.0
         self.failures = 0
@@ -86,16 +74,16 @@ class _Pusher:
             f"restream {source}", self.handle, maxsize=sink.config.queue_size, on_stop=self.disconnect
         )
 
-    def handle(self, item: _Item | str) -> None:
+    def in_backoff(self) -> bool:
+        """Not connected and not yet time to try again (the encoder need not encode for it)."""
+        return self.container is None and time.monotonic() < self.next_attempt
+
+    def handle(self, item: EncodedPacket | str) -> None:
         if isinstance(item, str):
             self.disconnect()
             return
         h = item.header
-        size = even_size(item.image.shape[1], item.image.shape[0])
-        tb = Fraction(*h.time_base)
-        if self.container is not None and (
-            size != self.size or tb != self.time_base or (self.last_pts is not None and h.pts < self.last_pts)
-        ):
+        if self.container is not None and item.info.generation != self.generation:
             log.info(
                 "source=%s seq=%d restream: picture size or timing changed; reconnecting", h.source, h.seq
             )
@@ -104,52 +92,55 @@ class _Pusher:
             if time.monotonic() < self.next_attempt:
                 self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}", reason="not connected")
                 return
-            if not self.connect(h, size, tb):
+            if not item.keyframe:  # a publication starts on a keyframe: ask for one, drop until then
+                self.sink.pool.request_keyframe(self.source)
+                self.worker.count_drop(
+                    h.source, h.seq, "waiting for a keyframe to start on", reason="waiting for a keyframe"
+                )
+                return
+            if not self.connect(item):
                 self.worker.count_drop(h.source, h.seq, f"not connected to {self.masked}", reason="not connected")
                 return
-        if self.last_pts is not None and h.pts == self.last_pts:
-            self.worker.count_drop(h.source, h.seq, "its pts repeats the previous frame's", reason="repeated pts")
-            return
-        rel = h.pts - self.pts0
-        key = self.last_key is None or (rel - self.last_key) * tb >= self.sink.config.keyframe_s
-        if key:
-            self.last_key = rel
+        packet = av.Packet(item.data)
+        packet.pts = packet.dts = item.pts - self.pts0
+        packet.duration = item.duration
+        packet.time_base = item.info.time_base
+        packet.is_keyframe = item.keyframe
+        packet.stream = self.stream
         try:
-            for packet in self.stream.encode(video_frame(item.image, rel, tb, keyframe=key)):
-                self.container.mux(packet)
+            self.container.mux(packet)
         except (av.FFmpegError, OSError) as exc:
             self.worker.count_drop(h.source, h.seq, f"lost the connection to {self.masked}", reason="not connected")
             self.fail(f"lost the connection to {self.masked}: {self.scrub(exc)}", h)
             self.disconnect()
             return
-        self.last_pts = h.pts
         self.frames += 1
         if self.failures:
             log.info("source=%s seq=%d restream: pushing to %s again", h.source, h.seq, self.masked)
             self.failures = 0
             self.retry.reset()
 
-    def connect(self, h: FrameHeader, size: tuple[int, int], tb: Fraction) -> bool:
-        cfg = self.sink.config
+    def connect(self, p: EncodedPacket) -> bool:
+        cfg, h, info = self.sink.config, p.header, p.info
         options = {"rtsp_transport": cfg.transport, "timeout": str(int(cfg.io_timeout_s * 1e6))}
         try:
             self.container = av.open(self.url, "w", format="rtsp", options=options)
-            self.stream = add_h264_stream(self.container, self.sink.codec, size[0], size[1], tb, cfg.encoder)
-            self.container.start_encoding()  # ANNOUNCE / SETUP / RECORD happen here
+            self.stream = self.container.add_stream_from_template(info.template)
+            self.stream.time_base = info.time_base
+            self.container.start_encoding()  # ANNOUNCE (SDP with the SPS/PPS) / SETUP / RECORD happen here
         except (av.FFmpegError, OSError) as exc:
             self.fail(f"cannot push to {self.masked}: {self.scrub(exc)}", h)
             self.disconnect()
             return False
-        self.size, self.time_base, self.pts0 = size, tb, h.pts
-        self.last_pts, self.last_key = None, None
+        self.generation, self.pts0 = info.generation, p.pts
         self.connects += 1
         log.info(
             "source=%s seq=%d restream: publishing %dx%d H.264 (%s) to %s",
             h.source,
             h.seq,
-            size[0],
-            size[1],
-            self.sink.codec,
+            info.width,
+            info.height,
+            info.codec,
             self.masked,
         )
         return True
@@ -185,65 +176,142 @@ class _Pusher:
 class RestreamSink:
     """Publishes each selected source to ``config.url`` (``{source}`` filled in) over RTSP.
 
-    codec: encoder name; None resolves ``config.encoder.codec`` ('auto' probes NVENC).
-    Frames without pixels are skipped."""
+    encoders: the output stage's shared pool to take packets from; None: the sink makes
+    its own and feeds it from ``write``. codec: encoder name for its own pool; None
+    resolves ``config.encoder.codec`` ('auto' probes NVENC). Frames without pixels are skipped."""
 
     name = "restream"
 
-    def __init__(self, config: RestreamConfig, *, codec: str | None = None) -> None:
+    def __init__(
+        self, config: RestreamConfig, *, codec: str | None = None, encoders: EncoderPool | None = None
+    ) -> None:
         check_url(config.url)
         self.config = config
-        self.wants_annotated = config.annotated
-        self.codec = codec or resolve_codec(config.encoder.codec, "restream")
+        self.key_interval_s = config.keyframe_s
+        self.queue_size = config.queue_size
+        self._own_pool = encoders is None
+        self.pool = encoders or EncoderPool(
+            annotated=config.annotated,
+            encoder=config.encoder,
+            codec=codec or resolve_codec(config.encoder.codec, "restream"),
+        )
+        self.pool.add_consumer(self)
+        self.wants_annotated = config.annotated and self._own_pool
         self._pushers: dict[str, _Pusher] = {}
+
+    @property
+    def codec(self) -> str:
+        return self.pool.codec
 
     def url_for(self, source: str) -> str:
         return self.config.url.replace("{source}", source)
 
-    def write(self, frame: Frame) -> None:
-        if frame.image is None or (
-            self.config.sources is not None and frame.source not in self.config.sources
-        ):
-            return
-        check_image(frame.image, self.name, frame.source, frame.seq)
-        p = self._pushers.get(frame.source)
+    def _pusher(self, source: str) -> _Pusher | None:
+        """The source's pusher (made on first use), or None for a source not pushed."""
+        if self.config.sources is not None and source not in self.config.sources:
+            return None
+        p = self._pushers.get(source)
         if p is None:
             if "{source}" not in self.config.url and self._pushers:
-                return  # one url, one source: the first one seen (build() checks the config)
-            p = self._pushers[frame.source] = _Pusher(self, frame.source, self.url_for(frame.source))
-        if p.worker.would_drop():
-            p.worker.count_drop(frame.source, frame.seq, "queue full, the encoder or the network is behind",
-                               reason=QUEUE_FULL)
+                return None  # one url, one source: the first one seen (build() checks the config)
+            p = self._pushers[source] = _Pusher(self, source, self.url_for(source))
+        return p
+
+    # -- pipeline thread
+
+    def wants_packets(self, source: str) -> bool:
+        p = self._pusher(source)
+        return p is not None and not p.in_backoff()
+
+    def needs_picture(self, source: str) -> bool:
+        return self.wants_packets(source) and self.pool.needs_picture(source)
+
+    def write(self, frame: Frame) -> None:
+        if frame.image is None:
             return
-        p.worker.offer(_Item(frame.header, np.array(frame.image, copy=True)), frame.source, frame.seq)
+        p = self._pusher(frame.source)
+        if p is None:
+            return
+        if p.in_backoff():  # nothing is encoded for a publication that is waiting to retry
+            p.worker.count_drop(frame.source, frame.seq, f"not connected to {p.masked}", reason="not connected")
+            return
+        if self._own_pool:
+            check_image(frame.image, self.name, frame.source, frame.seq)
+            self.pool.write(frame)
 
     def reset(self, source: str) -> None:
-        """The source restarted: reconnect with its new geometry on the next frame."""
-        if source in self._pushers:
-            self._pushers[source].worker.put_control(_DISCONNECT)
+        """The source restarted: the encoder starts a new stream, and the push reconnects with it."""
+        if self._own_pool:
+            self.pool.reset(source)
 
     def end_source(self, source: str) -> None:
-        if source in self._pushers:
-            self._pushers[source].worker.put_control(_DISCONNECT)
+        if self._own_pool:
+            self.pool.end_source(source)
 
     def close(self) -> None:
+        if self._own_pool:
+            self.pool.close()
         for p in self._pushers.values():
             p.worker.close(timeout=self.config.io_timeout_s + 10)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per source: frames pushed, frames dropped, successful connections."""
         return {
-            s: {"frames": p.frames, "dropped": p.worker.dropped, "connects": p.connects}
+            s: {"frames": p.frames, "dropped": p.worker.dropped + self.pool.dropped(s), "connects": p.connects}
             for s, p in self._pushers.items()
         }
 
     def outcomes(self) -> dict[str, dict[str, int]]:
-        """Per source: frames pushed ("written") and dropped, by reason (see ``stream.sinks``)."""
-        return {s: {WRITTEN: p.frames, **p.worker.drops} for s, p in list(self._pushers.items())}
+        """Per source: frames pushed ("written") and dropped, by reason ("queue full" at the
+        shared encoder or the push queue, "not connected", "waiting for a keyframe"; see
+        ``stream.sinks``)."""
+        out: dict[str, dict[str, int]] = {}
+        for s, p in list(self._pushers.items()):
+            row = {WRITTEN: p.frames, **p.worker.drops}
+            for reason, n in self.pool.drops(s).items():
+                row[reason] = row.get(reason, 0) + n
+            out[s] = row
+        return out
+
+    # -- encoder threads (stream.sinks.encode.PacketConsumer)
+
+    def keyframe_due(self, source: str, pts: int, time_base: Fraction) -> bool:
+        return False
+
+    def on_packet(self, packet: EncodedPacket) -> None:
+        p = self._pushers.get(packet.info.source)
+        if p is None:
+            return
+        if p.worker.would_drop():
+            p.worker.count_drop(
+                packet.info.source, packet.header.seq, "queue full, the network is behind", reason=QUEUE_FULL
+            )
+            return
+        p.worker.offer(packet, packet.info.source, packet.header.seq)
+
+    def on_stream_end(self, source: str, why: str) -> None:
+        p = self._pushers.get(source)
+        if p is not None:
+            p.worker.put_control(_DISCONNECT, timeout=2.0)  # TEARDOWN after the stream's last packet
 
 
-def build(section: RestreamConfig | dict[str, Any], config: Config) -> RestreamSink:
-    """The restream sink from ``sinks.restream``; errors name the key and never show a password."""
+def build(
+    section: RestreamConfig | dict[str, Any], config: Config, *, encoders: EncoderPools | None = None
+) -> RestreamSink:
+    """The restream sink from ``sinks.restream``; errors name the key and never show a password.
+    encoders: the output stage's pools. The push shares the record sink's encode (same
+    picture kind, ``sinks.record.encoder``) unless ``sinks.restream.encoder`` is set."""
     cfg = validate_section(RestreamConfig, section, "sinks.restream")
     check_sink_sources(SinksConfig(restream=cfg), [s.id for s in config.sources])
-    return RestreamSink(cfg)
+    if encoders is None:
+        return RestreamSink(cfg)
+    return RestreamSink(cfg, encoders=encoders.get(annotated=cfg.annotated, encoder=shared_encoder(cfg, config)))
+
+
+def shared_encoder(cfg: RestreamConfig, config: Config) -> EncoderConfig:
+    """The encoder settings the push uses: its own when ``sinks.restream.encoder`` is set,
+    else the record sink's (so both share one encode when they show the same picture)."""
+    record = config.sinks.record
+    if "encoder" in cfg.model_fields_set or record is None or not record.enabled:
+        return cfg.encoder
+    return record.encoder if record.annotated == cfg.annotated else cfg.encoder

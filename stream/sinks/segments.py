@@ -2,7 +2,8 @@
 
 The MP4 is written with ``movflags=frag_keyframe+empty_moov+default_base_moof``
 (and ``frag_duration``): a moov without samples first, then one self-contained
-moof+mdat fragment per keyframe (keyframes are forced every ``fragment_s``).
+moof+mdat fragment per keyframe (the shared encoder, ``stream.sinks.encode``, forces keyframes at least every
+``fragment_s``; the segment muxes its packets, it does not encode).
 PyAV hands the muxer's bytes to ``FragmentFile``, which passes them to the file
 only as whole top-level boxes, a moof always together with its mdat, in one
 ``write`` call. So a killed recorder leaves a file that ends on a fragment
@@ -26,9 +27,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections import deque
 from collections.abc import Mapping
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import numpy as np
 from stream.masks.crop import MaskCrop
 from stream.masks.rle import encode_crop
 from stream.objects import MASK_KINDS, FrameObjects
-from stream.sinks.h264 import EncoderConfig, add_h264_stream, video_frame
+from stream.sinks.encode import EncodedPacket, StreamInfo
 
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 
@@ -134,32 +133,28 @@ def objects_json(
 
 
 class Segment:
-    """An open segment being written by one thread.
+    """An open segment being written by one thread (the source's encoder thread).
 
-    width, height: even picture size in pixels; time_base: seconds per pts unit
-    of the source; pts0: source pts of the first frame (MP4 pts = pts − pts0);
-    fragment_s: keyframe (= fragment) interval in seconds."""
+    info: the encoder stream whose packets it muxes (even size, time base = seconds
+    per pts unit); pts0: encoder pts of the first packet (a keyframe; MP4 pts =
+    pts − pts0); fragment_s: the fragment interval in seconds (keyframes come at
+    least this often)."""
 
     def __init__(
         self,
         mp4: Path,
         jsonl: Path,
         *,
-        codec: str,
-        width: int,
-        height: int,
-        time_base: Fraction,
+        info: StreamInfo,
         pts0: int,
         fragment_s: float,
-        encoder: EncoderConfig,
         masks: bool = True,
     ) -> None:
         self.mp4, self.jsonl = mp4, jsonl
-        self.width, self.height, self.time_base, self.pts0 = width, height, time_base, pts0
+        self.info = info
+        self.width, self.height, self.time_base, self.pts0 = info.width, info.height, info.time_base, pts0
         self.masks = masks
-        self._key_every = max(1, round(fragment_s / float(time_base)))  # in pts units
-        self._last_key: int | None = None
-        self.frames = 0  # frames given to the encoder
+        self.frames = 0  # packets muxed
         self.last_pts = pts0 - 1
         self._file = FragmentFile(mp4)
         self._sidecar: Any = None  # created with its first lines, after the video's first fragment
@@ -167,8 +162,8 @@ class Segment:
         self._container = av.open(
             self._file, "w", format="mp4", options={"movflags": MOVFLAGS, "frag_duration": frag_us}
         )
-        self._stream = add_h264_stream(self._container, codec, width, height, time_base, encoder)
-        self._encoded: deque[str] = deque()  # lines of frames in the encoder, in order
+        self._stream = self._container.add_stream_from_template(info.template)
+        self._stream.time_base = info.time_base
         self._muxed: list[str] = []  # lines of packets muxed but not yet on disk
         self.lines_written = 0
 
@@ -176,38 +171,32 @@ class Segment:
     def duration_s(self) -> float:
         return float((self.last_pts - self.pts0) * self.time_base) if self.frames else 0.0
 
-    def add(
-        self, image: np.ndarray, pts: int, record: dict[str, Any], arrays: Mapping[str, np.ndarray]
-    ) -> None:
-        """Encode one (H, W, 3) uint8 BGR frame with source ``pts`` (> the previous one).
-        record: the identity fields of its sidecar line; arrays: the frame's object arrays."""
-        rel = pts - self.pts0
-        key = self._last_key is None or rel - self._last_key >= self._key_every
-        if key:
-            self._last_key = rel
-        frame = video_frame(image, rel, self.time_base, keyframe=key)
+    def add(self, packet: EncodedPacket, record: dict[str, Any]) -> None:
+        """Mux one encoded frame (pts > the previous one's). record: the identity fields of
+        its sidecar line; the packet's arrays give its objects."""
+        rel = packet.pts - self.pts0
         line = {
             "index": self.frames,
             **record,
             "t": round(float(rel * self.time_base), 6),
             "width": self.width,
             "height": self.height,
-            "objects": objects_json(arrays, self.height, self.width, masks=self.masks),
+            "objects": objects_json(packet.arrays, self.height, self.width, masks=self.masks),
         }
-        self._encoded.append(json.dumps(line, separators=(",", ":")) + "\n")
+        out = av.Packet(packet.data)
+        out.pts = out.dts = rel
+        out.duration = packet.duration
+        out.time_base = self.time_base
+        out.is_keyframe = packet.keyframe
+        out.stream = self._stream
+        before = self._file.fragments
+        self._container.mux(out)
+        if self._file.fragments > before:  # the fragment holding every earlier packet is on disk
+            self._write_lines(self._muxed)
+            self._muxed = []
+        self._muxed.append(json.dumps(line, separators=(",", ":")) + "\n")
         self.frames += 1
-        self.last_pts = pts
-        self._mux(self._stream.encode(frame))
-
-    def _mux(self, packets: list[Any]) -> None:
-        for packet in packets:
-            before = self._file.fragments
-            self._container.mux(packet)
-            if self._file.fragments > before:  # the fragment holding every earlier packet is on disk
-                self._write_lines(self._muxed)
-                self._muxed = []
-            if self._encoded:
-                self._muxed.append(self._encoded.popleft())
+        self.last_pts = packet.pts
 
     def _write_lines(self, lines: list[str]) -> None:
         if lines:
@@ -218,12 +207,11 @@ class Segment:
             self.lines_written += len(lines)
 
     def close(self) -> None:
-        """Flush the encoder, write the last fragment and the remaining sidecar lines, close both files."""
+        """Write the last fragment and the remaining sidecar lines, close both files."""
         try:
-            self._mux(self._stream.encode(None))
             self._container.close()
-            self._write_lines([*self._muxed, *self._encoded])
-            self._muxed, self._encoded = [], deque()
+            self._write_lines(self._muxed)
+            self._muxed = []
         finally:
             self._file.close()
             if self._sidecar is not None:

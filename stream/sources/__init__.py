@@ -36,7 +36,7 @@ def open_source(cfg: SourceConfig) -> Source:
         from stream.sources.pattern import PatternSource
 
         return PatternSource(cfg.synthetic.width, cfg.synthetic.height, fps=cfg.fps or 30.0,
-                             frames=cfg.max_frames, live=cfg.live)
+                             frames=cfg.max_frames, live=cfg.live, moving=cfg.synthetic.pattern == "moving")
     if cfg.type == "mot":
         from stream.sources.mot import MotSource
 

@@ -83,13 +83,16 @@ def build(config: Config) -> DetectStage:
     from stream.models.weights import artifacts_dir
     from stream.models.yolo_nas_detector import YoloNasDetector
     from stream.models.yolo_nas_export import load_yolo_nas
+    from stream.threads import apply, resolve
 
     p = params(config)
     ckpt = checkpoint_path(config)
+    threads = resolve("detect", p.threads)
+    apply(threads)
     model = load_yolo_nas(
         p.model, cache_dir=artifacts_dir(config.cache_dir), checkpoint=ckpt, num_classes=p.num_classes,
         class_names=p.class_names, random_seed=p.random_seed if ckpt is None else None, device=p.device,
-        input_size=p.input_size,
+        input_size=p.input_size, runtime=p.runtime, threads=threads,
     )
     if ckpt is None:
         log.warning("detect: RANDOM WEIGHTS (seed %d): outputs are not detections", p.random_seed)

@@ -218,23 +218,29 @@ SINK_MODULES = {
 }
 
 
+# sinks whose build() takes the stage's shared H.264 encoders (stream.sinks.encode)
+H264_SINKS = ("record", "live", "restream")
+
+
 def build(config: Config) -> OutputStage:
     from importlib import import_module
     from pathlib import Path
 
+    from stream.sinks.encode import EncoderPools
     from stream.sinks.jsonl import JsonlSink
 
     sinks: list[Sink] = []
+    pools = EncoderPools()  # one H.264 encode per source, shared by record, restream and live
     if config.sinks.jsonl.path:
         sinks.append(JsonlSink(Path(config.sinks.jsonl.path)))
     for name, module in SINK_MODULES.items():
         section = getattr(config.sinks, name)
-        if isinstance(section, dict):  # a sink whose section is not typed yet
-            on = bool(section) and section.get("enabled", True)
-        else:
-            on = section is not None and section.enabled
-        if on:
-            sinks.append(import_module(module).build(section, config))
+        if section is not None and section.enabled:
+            build_sink = import_module(module).build
+            extra = {"encoders": pools} if name in H264_SINKS else {}
+            sinks.append(build_sink(section, config, **extra))
+    # the encoders first: at end of stream and close they flush into the sinks before those finish
+    sinks[:0] = pools.pools
     annotator = None
     if any(getattr(s, "wants_annotated", False) for s in sinks):
         from stream.render import build_annotator

@@ -64,6 +64,14 @@ class SegmentStage(StageBase):
         self._pool: ThreadPoolExecutor | None = None
         self.stale_keyframes = 0
 
+    def start(self) -> None:
+        """Warm up: SAM's first embedding and decoder call pay one-time costs (lazy imports,
+        oneDNN kernel selection); pay them now, not on a source's first keyframe."""
+        if not hasattr(self.segmenter, "embed"):
+            return
+        blank = np.zeros((240, 320, 3), np.uint8)
+        self._sam(blank, np.array([[8.0, 8.0, 120.0, 200.0]], np.float32))
+
     def _is_async(self, source: str) -> bool:
         mode = self.params.async_keyframes
         return mode == "always" or (mode == "auto" and source in self.live_sources)
@@ -197,13 +205,22 @@ class _KeyframeJob:
 
 def build(config: Config) -> SegmentStage:
     from stream.models.sam import SamSegmenter, build_sam
+    from stream.models.sam_onnx import OrtSamDecoder, resolve_runtime
+    from stream.threads import apply, resolve
 
     p = params(config)
     ckpt = checkpoint_path(config)
+    threads = resolve("segment", p.threads)
+    apply(threads)
     model = build_sam(p.model, ckpt, random_seed=p.random_seed if ckpt is None else None, device=p.device)
     if ckpt is None:
         log.warning("segment: RANDOM WEIGHTS (SAM %s, seed %d): masks are not segmentations", p.model, p.random_seed)
-    return stage_for(config, SamSegmenter(model), random_weights=ckpt is None)
+    decoder = None
+    if resolve_runtime(p.runtime, model.device) == "onnxruntime":
+        from stream.models.weights import artifacts_dir
+
+        decoder = OrtSamDecoder.load(model, artifacts_dir(config.cache_dir), threads=threads)
+    return stage_for(config, SamSegmenter(model, decoder=decoder), random_weights=ckpt is None)
 
 
 def stage_for(config: Config, segmenter: object, *, random_weights: bool) -> SegmentStage:

@@ -7,6 +7,8 @@ on this frame, so later stages free their state.
 
 from __future__ import annotations
 
+import numpy as np
+
 from stream.config import Config
 from stream.messages import Frame
 from stream.models.tracker import SourceTracker, TrackerParams
@@ -28,6 +30,15 @@ class TrackStage(StageBase):
     def __init__(self, params: TrackerParams) -> None:
         self.params = params
         self.trackers: dict[str, SourceTracker] = {}
+
+    def start(self) -> None:
+        """Warm up: the first ``SourceTracker`` imports ``trackers`` (and scipy's assignment
+        solver through it), seconds of CPU here; pay that now, not on a source's first frame
+        (where it held the frame, and every frame queued behind it, for as long)."""
+        warm = SourceTracker(self.params, source="warm-up")
+        box = np.array([[0.0, 0.0, 16.0, 16.0]], np.float32)
+        for _ in range(2):  # a track is born, then matched: both association paths run
+            warm.update(box, np.ones(1, np.float32), np.zeros(1, np.int32))
 
     def process(self, frame: Frame) -> Frame | None:
         tracker = self.trackers.get(frame.source)

@@ -87,16 +87,21 @@ def generate_curve_keypair(directory: Path, name: str) -> tuple[Path, Path]:
     return Path(pub), Path(sec)
 
 
-def load_curve_public_key(path: Path) -> bytes:
-    """The z85 public key (40 bytes) in a .key or .key_secret file."""
+def _load_certificate(path: Path) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) z85 keys of a ZeroMQ certificate file; TransportError when unreadable."""
     try:
         import zmq.auth
 
-        public, _ = zmq.auth.load_certificate(path)
+        return zmq.auth.load_certificate(path)  # type: ignore[no-any-return]
     except (OSError, ValueError) as exc:
         raise TransportError(
             f"{path} is not a readable ZeroMQ key file (make one with `stream keys gen`): {exc}"
-        ) from exc
+        ) from None
+
+
+def load_curve_public_key(path: Path) -> bytes:
+    """The z85 public key (40 bytes) in a .key or .key_secret file."""
+    public, _ = _load_certificate(path)
     if len(public) != 40:
         raise TransportError(f"{path}: the public key is not 40 z85 characters")
     return public
@@ -104,14 +109,7 @@ def load_curve_public_key(path: Path) -> bytes:
 
 def load_curve_secret_key(path: Path) -> tuple[bytes, bytes]:
     """(public, secret) z85 keys from a .key_secret file. Never logs the key."""
-    try:
-        import zmq.auth
-
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise TransportError(
-            f"{path} is not a readable ZeroMQ key file (make one with `stream keys gen`): {exc}"
-        ) from None
+    public, secret = _load_certificate(path)
     if secret is None or len(secret) != 40:
         raise TransportError(
             f"{path} holds no secret key; give the NAME.key_secret file written by `stream keys gen`"

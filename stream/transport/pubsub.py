@@ -15,16 +15,7 @@ from typing import Any
 import zmq
 
 from stream.errors import TransportError
-
-
-class _AllowList:
-    """ZAP credentials provider: a client is let in when its public key is listed."""
-
-    def __init__(self, keys: frozenset[bytes]) -> None:
-        self._keys = keys
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        return key in self._keys
+from stream.transport.sockets import CurveAuth
 
 
 def open_publisher(
@@ -34,24 +25,15 @@ def open_publisher(
     hwm: int,
     curve_secret_key: bytes | None = None,
     allowed_keys: frozenset[bytes] = frozenset(),
-) -> tuple[zmq.Socket[Any], Any]:
+) -> tuple[zmq.Socket[Any], CurveAuth | None]:
     """Bind a PUB socket at ``address`` (e.g. tcp://127.0.0.1:5560) with send HWM
     ``hwm`` messages per subscriber. With ``curve_secret_key`` (z85) it is a CURVE
     server and a ZAP authenticator admits only ``allowed_keys``; returns
-    (socket, authenticator or None) — stop the authenticator after closing the socket."""
+    (socket, its ``CurveAuth`` or None) — stop it after closing the socket."""
     auth = None
     if curve_secret_key is not None:
-        import logging
-
-        from zmq.auth.thread import ThreadAuthenticator
-
-        if not allowed_keys:
-            raise TransportError(
-                "CURVE is on but no client public key is allowed: every subscriber would be refused"
-            )
-        auth = ThreadAuthenticator(ctx, log=logging.getLogger("stream.transport.zap"))
-        auth.start()  # before bind: a client's handshake is checked as it connects
-        auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(allowed_keys))
+        auth = CurveAuth(ctx)
+        auth.allow(allowed_keys, who="subscriber")  # started before bind: a handshake is checked as it connects
     sock = ctx.socket(zmq.PUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)

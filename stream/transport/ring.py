@@ -24,6 +24,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,9 +40,10 @@ _RING_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}")  # a file name in
 
 
 def shm_dir() -> Path:
-    """Where rings live: /dev/shm when present (tmpfs), else the temp dir."""
+    """Where rings live: /dev/shm when present (tmpfs), else the temp dir (``tempfile.gettempdir``,
+    where the run's ipc folder is too)."""
     d = Path("/dev/shm")
-    return d if d.is_dir() and os.access(d, os.W_OK) else Path(os.environ.get("TMPDIR", "/tmp"))
+    return d if d.is_dir() and os.access(d, os.W_OK) else Path(tempfile.gettempdir())
 
 
 

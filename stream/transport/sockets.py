@@ -23,9 +23,10 @@ class CurveAuth:
         self._keys: set[bytes] = set()
         self._auth: Any = None
 
-    def allow(self, keys: frozenset[bytes]) -> None:
+    def allow(self, keys: frozenset[bytes], *, who: str = "peer") -> None:
+        """Admit CURVE clients with these public keys (z85); starts the handler on first use."""
         if not keys:
-            raise TransportError("CURVE is on but no client public key is allowed: every peer would be refused")
+            raise TransportError(f"CURVE is on but no client public key is allowed: every {who} would be refused")
         self._keys.update(keys)
         if self._auth is None:
             import logging

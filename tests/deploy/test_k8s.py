@@ -229,4 +229,4 @@ def test_the_commented_mqtt_example_is_a_valid_sinks_mqtt_section(tmp_path: Path
     (tmp_path / "cameras.yaml").write_text("\n".join(lines) + "\n")
     env = {k: "x" for k in secret_example()["stringData"]} | {"HOSTNAME": "stream-0"}
     config = load_shipped(tmp_path / "cameras.yaml", env)
-    assert config.sinks.mqtt["availability_topic"] == "stream/stream-0/availability"
+    assert config.sinks.mqtt is not None and config.sinks.mqtt.availability_topic == "stream/stream-0/availability"

@@ -47,6 +47,15 @@ def test_reports_per_stream_and_overall_figures_and_the_naive_ratio(artifact_cac
     assert report["ratio"] == pytest.approx(report["fps_total"] / report["naive_fps"])
     assert report["naive_fps_without_annotate"] >= report["naive_fps"]  # our pipeline draws only to record
     assert report["ratio_without_annotate"] <= report["ratio"]
+    # CPU per frame, ours per stage and the naive loop's per step (load-robust figures)
+    assert report["cpu_ms_per_frame"] == pytest.approx(sum(report["cpu_ms_per_frame_per_stage"].values()), rel=0.02)
+    assert report["cpu_ms_per_frame_per_stage"]["detect"] > 0
+    assert 0 < report["naive_cpu_ms_per_frame_without_annotate"] <= report["naive_cpu_ms_per_frame"]
+    assert report["naive_cpu_ms_per_step"]["detect"] > 0
+    assert report["cpu_ratio_without_annotate"] == pytest.approx(
+        report["naive_cpu_ms_per_frame_without_annotate"] / report["cpu_ms_per_frame"]
+    )
+    assert report["cpu_threads"]["detect"] >= 1 and report["cpu_threads"]["segment"] >= 1
 
 
 def test_bad_resolution_is_refused_naming_the_option(tmp_path):

@@ -6,7 +6,8 @@ super-gradients or a worker process); logs go to stderr.
 against a real publisher in tests/integration/test_publish.py
 (``test_subscribe_command_prints_records_with_masks``), which parses every line;
 ``stream bench pipeline --json`` (minutes even at tiny scale) in
-tests/integration/test_bench_pipeline.py, which parses its stdout as one JSON object.
+tests/integration/test_bench_pipeline.py and ``stream bench live --json`` (a browser) in
+tests/integration/test_bench_live.py, which parse their stdout as one strict JSON object.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "eval track": ("--gt", str(EXAMPLES / "track" / "gt.txt"), "--det", str(EXAMPLES / "track" / "det.txt")),
     "eval masks": ("--width", "160", "--height", "120", "--frames", "20", "--no-adaptive"),
 }  # fmt: skip
-ELSEWHERE = {"subscribe", "bench pipeline"}  # see the module docstring
+ELSEWHERE = {"subscribe", "bench pipeline", "bench live"}  # see the module docstring
 # needs root and two network namespaces (stream.testing.netns), and six `stream run`s even at
 # 64x48 × 20 frames: 51 s here, too long for this test. It printed its JSON (one strict line) when
 # run by hand; the StopIteration once reported here was the upstream host's status line looking

@@ -113,7 +113,7 @@ def _server_connections(port: int) -> int:
 def test_wall_shows_twelve_sources_changing_over_one_connection(
     browser: Any, wall_sink: LiveSink, tmp_path: Path
 ) -> None:
-    browser.get(wall_sink.url)
+    browser.get(wall_sink.url + "?transport=mjpeg")  # the fallback; the H.264 wall: test_live_h264
 
     def all_streaming() -> list[Any] | None:
         tiles = browser.execute_script(_TILE_SIGNATURES)
@@ -164,15 +164,17 @@ return [card.dataset.highlighted || '', x1, y1, x2, y2, mask];
 """
 
 
+@pytest.mark.parametrize("transport", ["mjpeg", "h264"])
 def test_camera_page_click_highlights_the_objects_box_and_mask(
-    browser: Any, wall_sink: LiveSink, tmp_path: Path
+    browser: Any, wall_sink: LiveSink, tmp_path: Path, transport: str
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    browser.get(wall_sink.url + "#cam=cam00")
+    browser.get(wall_sink.url + f"?transport={transport}#cam=cam00")
     rows = 'section.card.detail tbody tr[data-track-id="42"]'
     _wait(lambda: browser.find_elements(By.CSS_SELECTOR, rows), 20, "track 42 in cam00's object list")
-    assert wall_sink.needs_picture("cam00") and not wall_sink.needs_picture("cam01")
+    watched = wall_sink.needs_picture if transport == "mjpeg" else wall_sink.h264_watched
+    _wait(lambda: watched("cam00") and not watched("cam01"), 10, "only cam00 watched")
     _wait(lambda: _click(browser, rows), 10, "a click on track 42's row")
 
     def highlighted() -> list[Any] | None:
@@ -184,7 +186,7 @@ def test_camera_page_click_highlights_the_objects_box_and_mask(
     assert 48 <= x2 - x1 + 1 <= 54 and 48 <= y2 - y1 + 1 <= 54, (x1, y1, x2, y2)
     assert 128 <= y1 <= 131, y1
     assert mask > 0.6 * 50 * 50, mask
-    browser.save_screenshot(str(_artifact_dir(tmp_path) / "live-camera-highlight.png"))
+    browser.save_screenshot(str(_artifact_dir(tmp_path) / f"live-camera-highlight-{transport}.png"))
 
 
 def _click(driver: Any, selector: str) -> bool:

@@ -229,7 +229,7 @@ def test_page_shows_moving_pictures_and_live_objects(
     from selenium.webdriver.common.by import By
 
     sink = live()
-    browser.get(sink.url)
+    browser.get(sink.url + "?transport=mjpeg")  # the MJPEG fallback; H.264: test_live_h264
     _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "section.card")) == 2, 10, "a card per source")
     assert _wait(lambda: _image_loaded(browser, "cam-a"), 10, "cam-a's picture") == W
     assert _wait(lambda: _image_loaded(browser, "cam_b"), 10, "cam_b's picture") == W
@@ -241,13 +241,13 @@ def test_page_shows_moving_pictures_and_live_objects(
     _wait(lambda: np.abs(_png(img.screenshot_as_png) - first).mean() > 1.0, 5, "the picture to change")
 
     # the camera page's object list shows the source's tracks with class and score, and keeps updating
-    browser.get(sink.url + "#cam=cam-a")
+    browser.get(sink.url + "?transport=mjpeg#cam=cam-a")
     _wait(lambda: set(_track_rows(browser, "cam-a")) == {"7", "42"}, 10, "tracks 7 and 42 in cam-a's table")
     rows = _track_rows(browser, "cam-a")
     assert rows["7"][1:3] == ["person", "0.91"] and rows["42"][1:3] == ["car", "0.78"]
-    browser.get(sink.url + "#cam=cam_b")
+    browser.get(sink.url + "?transport=mjpeg#cam=cam_b")
     _wait(lambda: set(_track_rows(browser, "cam_b")) == {"3"}, 10, "track 3 in cam_b's table")
-    browser.get(sink.url + "#cam=cam-a")
+    browser.get(sink.url + "?transport=mjpeg#cam=cam-a")
     ages: set[str] = set()
 
     def seen_ages() -> int:
@@ -259,7 +259,7 @@ def test_page_shows_moving_pictures_and_live_objects(
     _wait(lambda: _text(browser, "cam-a", ".seq") != seq_text, 5, "the seq in the status line to advance")
 
     # the status line: RANDOM WEIGHTS only where the frames say so, and a measured fps
-    browser.get(sink.url)
+    browser.get(sink.url + "?transport=mjpeg")
     _wait(lambda: _image_loaded(browser, "cam_b"), 10, "the wall again")
     _wait(
         lambda: _card(browser, "cam-a").find_element(By.CSS_SELECTOR, ".badge.random").is_displayed(),
@@ -291,6 +291,7 @@ def test_token_is_required_when_set_and_passed_on_by_the_page(
         "events",
         "stream/cam-a.mjpg",
         "wall",
+        "live",
         "api/recordings",
         f"api/sources?token={TOKEN[:-1]}x",
     ):
@@ -303,9 +304,9 @@ def test_token_is_required_when_set_and_passed_on_by_the_page(
     assert _get(base + "healthz")[0] == 200  # probes need no token
 
     # the page opened with ?token= passes it on to its picture and event requests
-    browser.get(f"{base}?token={TOKEN}")
+    browser.get(f"{base}?token={TOKEN}&transport=mjpeg")
     assert _wait(lambda: _image_loaded(browser, "cam-a"), 10, "the picture with a token") == W
-    browser.get(f"{base}?token={TOKEN}#cam=cam-a")
+    browser.get(f"{base}?token={TOKEN}&transport=mjpeg#cam=cam-a")
     _wait(lambda: "7" in _track_rows(browser, "cam-a"), 10, "the object list with a token")
     assert not any(TOKEN in r.getMessage() for r in caplog.records if r.name.startswith("stream"))
 

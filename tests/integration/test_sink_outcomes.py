@@ -20,7 +20,7 @@ from tests.conftest import stream_cmd, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
-FRAMES = 120
+FRAMES = 200
 
 
 def _scrape(port: int) -> str:
@@ -35,7 +35,7 @@ def test_a_record_queue_of_one_under_a_slow_encoder_reports_exactly_the_frames_m
         "sources": [{"id": "cam", "type": "synthetic", "live": False, "max_frames": FRAMES,
                      "synthetic": {"width": 640, "height": 480}}],
         "pipeline": ["passthrough"],
-        "passthrough": {"delay_ms": 10},  # the run lasts a few seconds: /metrics is scraped meanwhile
+        "passthrough": {"delay_ms": 5},  # the run lasts a few seconds: /metrics is scraped meanwhile
         "sinks": {"record": {"root": str(root), "queue_size": 1, "annotated": False,
                              "encoder": {"codec": "libx264", "preset": "veryslow"}}},
         "metrics": {"enabled": True, "host": "127.0.0.1", "port": 0},

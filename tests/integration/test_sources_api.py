@@ -242,6 +242,7 @@ def test_off_loopback_the_api_needs_its_token_and_the_wall_shows_a_new_camera(
         browser.execute_script("window.__notReloaded = true;")
         status, added = api(base, "POST", "/api/sources", {"id": "cam2", **CAM}, token=token)
         assert status == 201, added
+        wait_for(lambda: _tile_state(browser, "cam2"), 10, "cam2's tile on the wall")
         wait_for(lambda: _tile_state(browser, "cam2") == "streaming", 30, "cam2's tile streaming")
         assert browser.execute_script("return window.__notReloaded === true;")
         assert len(browser.find_elements(By.CSS_SELECTOR, "section.card")) == 2

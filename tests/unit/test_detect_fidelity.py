@@ -190,6 +190,25 @@ def test_artifact_path_matches_predict(
     assert len(none) == 0
 
 
+def test_onnxruntime_path_matches_predict_and_the_torchscript_path(
+    reference: tuple[Any, Path], frames: list[np.ndarray], predicted: list[Detections], artifact_dir: Path
+) -> None:
+    """detect.runtime 'onnxruntime' (the CPU default): the ONNX file exported from the artifact
+    gives predict()'s detections to 1e-3 and the TorchScript path's to float32 rounding."""
+    from stream.models.yolo_nas_onnx import OrtModule
+
+    _, path = reference
+    kw = dict(cache_dir=artifact_dir, checkpoint=path, device="cpu")
+    ort = load_yolo_nas("yolo_nas_s", runtime="onnxruntime", threads=1, **kw)  # type: ignore[arg-type]
+    assert isinstance(ort.module, OrtModule)
+    ts = load_yolo_nas("yolo_nas_s", **kw)  # type: ignore[arg-type]
+    ours = YoloNasDetector(ort, conf=CONF, iou=IOU).detect(frames)
+    theirs = YoloNasDetector(ts, conf=CONF, iou=IOU).detect(frames)
+    for o, t, ref in zip(ours, theirs, predicted, strict=True):
+        assert_same_detections(o, ref)
+        assert_same_detections(o, t, rtol=1e-4)
+
+
 def test_artifact_loads_fast_without_super_gradients(reference: tuple[Any, Path], artifact_dir: Path) -> None:
     _, path = reference
     load_yolo_nas("yolo_nas_s", cache_dir=artifact_dir, checkpoint=path, device="cpu")  # built by now or here

@@ -104,3 +104,26 @@ def test_one_definition_each() -> None:
                 homes.setdefault(name, []).append(str(path.relative_to(REPO)))
     assert {n: h for n, h in homes.items() if len(h) > 1} == {}
     assert set(homes) == names
+
+
+ENV_ALLOWED = {
+    "stream/supervisor.py": "hands its environment to its workers, minus the names that hold secrets",
+    "stream/models/sg_env.py": "super-gradients' only switches are variables it reads at import",
+    "stream/bench/probes.py": "OMP_NUM_THREADS for the worker processes a benchmark starts",
+    "stream/testing/rtsp_server.py": "the test server's own Python (STREAM_TEST_GI_PYTHON)",
+}
+
+
+def test_the_environment_is_read_and_written_only_at_entry_points() -> None:
+    """``os.environ`` / ``os.getenv`` only in the CLI, its commands and the worker's main (they
+    pass the values in), and where a named reason keeps it (``ENV_ALLOWED``)."""
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(REPO))
+        if rel in ENV_ALLOWED or rel in ("stream/cli.py", "stream/worker.py") or rel.startswith("stream/commands/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            if (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv")
+                    and isinstance(node.value, ast.Name) and node.value.id == "os"):
+                bad.append(f"{rel}:{node.lineno}")
+    assert bad == []

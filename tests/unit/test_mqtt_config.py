@@ -4,6 +4,8 @@ documented example is a valid section."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,25 @@ def test_the_documented_example_is_a_valid_section():
     assert cfg.tls is not None and cfg.qos == 1 and cfg.username == "stream"
     for name in MqttConfig.model_fields:  # every key is documented
         assert name in text or name == "enabled", name
+
+
+def test_the_section_is_validated_at_load_and_stream_check_refuses_a_typo(tmp_path):
+    """``sinks.mqtt`` is typed like every sink section: a bad key fails at load (``stream check``),
+    naming the dotted key, before any process starts; the password survives the JSON trip to
+    the output worker and shows nowhere else."""
+    from stream.config import Config
+
+    base = {"sources": [{"id": "cam", "type": "synthetic"}]}
+    with pytest.raises(ConfigError, match=r"sinks\.mqtt\.hots: unknown key"):
+        load_config(None, ["sinks.mqtt.hots=broker"], base=base)
+    with pytest.raises(ConfigError, match=r"sinks\.mqtt\.tls: cert_file and key_file go together"):
+        load_config(None, ["sinks.mqtt.tls.cert_file=c.pem"], base=base)
+    config = load_config(None, ["sinks.mqtt.username=u", "sinks.mqtt.password=hunter2-pw"], base=base)
+    assert isinstance(config.sinks.mqtt, MqttConfig) and "hunter2" not in repr(config)
+    again = Config.model_validate(config.model_dump(mode="json"))  # what the output worker gets on stdin
+    assert again.sinks.mqtt is not None and again.sinks.mqtt.password.get_secret_value() == "hunter2-pw"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({**base, "sinks": {"mqtt": {"hots": "broker.lan"}}}))
+    out = subprocess.run([sys.executable, "-m", "stream.cli", "check", str(cfg)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "sinks.mqtt.hots: unknown key" in out.stderr, out.stderr

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from stream.errors import ModelError, WeightsError
-from stream.models import yolo_nas_export
+from stream.models import yolo_nas_export, yolo_nas_onnx
 from stream.models.detections import Detections
 from stream.models.yolo_nas import (
     COCO_CLASSES,
@@ -23,7 +24,14 @@ from stream.models.yolo_nas import (
     resolve_device,
 )
 from stream.models.yolo_nas_detector import YoloNasDetector
-from stream.models.yolo_nas_export import artifact_key, export_artifact, load_yolo_nas, read_artifact
+from stream.models.yolo_nas_export import (
+    artifact_key,
+    export_artifact,
+    load_yolo_nas,
+    read_artifact,
+    resolve_runtime,
+)
+from stream.models.yolo_nas_onnx import OrtModule, onnx_path
 
 NAMES = ("person", "car", "dog")
 Boxes = Sequence[Sequence[float]]
@@ -372,3 +380,59 @@ def test_export_artifact_writes_atomically(tmp_path) -> None:
     target = tmp_path / "sub" / "a.ts"
     export_artifact(fake_model([[1, 1, 5, 5]], [[0.9, 0, 0]]), target)
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.json", "a.ts"]  # no temporaries left
+
+
+# ---------------------------------------------------------------- ONNX Runtime backend
+
+
+def test_runtime_resolution_and_refusals() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda:0")
+    assert resolve_runtime("auto", cpu) == "onnxruntime"
+    assert resolve_runtime("auto", cuda) == "torchscript"
+    assert resolve_runtime("torchscript", cpu) == "torchscript"
+    with pytest.raises(ModelError, match="detect.runtime 'onnxruntime' runs on the CPU only"):
+        resolve_runtime("onnxruntime", cuda)
+    with pytest.raises(ModelError, match="detect.runtime 'tensorrt' is not one of auto, torchscript"):
+        resolve_runtime("tensorrt", cpu)
+
+
+def test_onnx_artifact_matches_torchscript_is_cached_and_rebuilt_when_damaged(tmp_path, monkeypatch) -> None:
+    boxes = [[10, 10, 110, 110], [300, 300, 400, 400], [50, 60, 200, 220]]
+    scores = [[0.9, 0, 0], [0, 0, 0.8], [0.1, 0.7, 0.2]]
+    monkeypatch.setattr(yolo_nas_export, "build_yolo_nas", lambda arch, **kw: fake_model(boxes, scores))
+    exported: list[Path] = []
+    real_export = yolo_nas_onnx.export_onnx
+
+    def counting_export(module: object, path: Path, **kw: object) -> None:
+        exported.append(path)
+        real_export(module, path, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(yolo_nas_onnx, "export_onnx", counting_export)
+    kw = dict(cache_dir=tmp_path, random_seed=0, device="cpu", class_names=NAMES)
+    frames = [frame(480, 640), frame(333, 517)]
+    want = YoloNasDetector(load_yolo_nas("yolo_nas_s", **kw), conf=0.05).detect(frames)  # TorchScript
+    for _ in range(2):  # an export, then a cache hit
+        model = load_yolo_nas("yolo_nas_s", runtime="onnxruntime", threads=1, **kw)
+        assert isinstance(model.module, OrtModule) and model.module.threads == 1
+        assert model.class_names == NAMES and model.random_weights and not model.channels_last
+        got = YoloNasDetector(model, conf=0.05).detect(frames)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g.boxes, w.boxes, rtol=1e-5)
+            np.testing.assert_allclose(g.scores, w.scores, rtol=1e-5)
+            np.testing.assert_array_equal(g.class_ids, w.class_ids)
+    assert len(exported) == 1
+    (ts,) = tmp_path.glob("yolo_nas_s-640-float32-cpu-*[0-9a-f].ts")
+    (onnx,) = tmp_path.glob("*.onnx")
+    assert onnx == exported[0] == onnx_path(ts) and onnx.stem.startswith(ts.stem + "-ort-")
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".onnx", ".ts"]  # no temporaries
+    onnx.write_bytes(b"not an onnx file")
+    with pytest.raises(ModelError, match="delete it to rebuild"):
+        OrtModule(onnx, threads=1)
+    load_yolo_nas("yolo_nas_s", runtime="onnxruntime", **kw)
+    assert len(exported) == 2  # rebuilt rather than failing the run
+
+
+def test_onnx_artifact_key_follows_the_torchscript_artifact(tmp_path) -> None:
+    a, b = tmp_path / "yolo_nas_s-320-float32-cpu-aaaa.ts", tmp_path / "yolo_nas_s-320-float32-cpu-bbbb.ts"
+    assert onnx_path(a) != onnx_path(b) and onnx_path(a) == onnx_path(a)
+    assert onnx_path(a).suffix == ".onnx" and onnx_path(a).parent == tmp_path
