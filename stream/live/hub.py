@@ -149,6 +149,7 @@ class LiveHub:
         for source in sources:
             channels.setdefault(source, _Channel(source))
         self._channels = channels  # swapped whole: HTTP threads read it without a lock
+        self.video.set_sources(sources)  # H.264 viewers can watch a new one (the encoder feeds it)
         self.sources = tuple(sources)
         self._bump_updates()
 

@@ -36,8 +36,7 @@ def serve_viewer(
     are watched over H.264 (the encoder runs and starts them on a keyframe), its detail
     sources' events carry masks; everything is let go when it leaves. idle_s: how often a
     quiet stream checks on the client (close, ping)."""
-    for s in sources:
-        hub.video.watch(s)
+    watched = [s for s in sources if hub.video.watch(s)]
     for s in detail:
         hub.want_detail(s, True)
     hub.subscribe_events()
@@ -62,7 +61,7 @@ def serve_viewer(
         hub.unsubscribe_events()
         for s in detail:
             hub.want_detail(s, False)
-        for s in sources:
+        for s in watched:
             hub.video.unwatch(s)
 
 

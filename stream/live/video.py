@@ -73,29 +73,53 @@ class Message:
 class VideoFeed:
     """Per-source fMP4 for H.264 viewers (see module doc).
 
-    sources: the served source ids. request_keyframe: asks the encoder for a keyframe
-    of a source (set when the feed is attached to a pool). notify: called after every
-    new fragment (wakes the viewers' threads)."""
+    sources: the served source ids (``set_sources`` changes them at runtime).
+    request_keyframe: asks the encoder for a keyframe of a source (set when the feed is
+    attached to a pool). notify: called after every new fragment (wakes the viewers'
+    threads)."""
 
     key_interval_s = 2.0  # live viewers join on a requested keyframe; this only bounds a late join
     queue_size = 2  # frames for the encoder: a deeper queue would only add latency
 
     def __init__(self, sources: Sequence[str], notify: Callable[[], None]) -> None:
         self._videos = {s: _Video() for s in sources}
+        self._served = frozenset(sources)
         self._lock = threading.Lock()
         self._notify = notify
         self.request_keyframe: Callable[[str], None] = lambda source: None
 
+    def set_sources(self, sources: Sequence[str]) -> None:
+        """The run's sources changed at runtime (the control API): a new one can be watched
+        from now on; a removed one is let go once no viewer watches it (one still on it keeps
+        it until it leaves)."""
+        with self._lock:  # swapped whole: the encoder thread reads it without the lock
+            self._served = frozenset(sources)
+            self._videos = {
+                **{s: v for s, v in self._videos.items() if v.viewers > 0},
+                **{s: self._videos.get(s) or _Video() for s in sources},
+            }
+
     # ---- viewers (HTTP threads) ---------------------------------------------------
 
-    def watch(self, source: str) -> None:
+    def watch(self, source: str) -> bool:
+        """A viewer started watching ``source``: True, pair it with ``unwatch``; False for a
+        source this feed does not serve (removed meanwhile): nothing comes for it."""
         with self._lock:
-            self._videos[source].viewers += 1
+            v = self._videos.get(source)
+            if v is None:
+                return False
+            v.viewers += 1
         self.request_keyframe(source)
+        return True
 
     def unwatch(self, source: str) -> None:
         with self._lock:
-            self._videos[source].viewers -= 1
+            v = self._videos.get(source)
+            if v is None:
+                return
+            v.viewers -= 1
+            if v.viewers == 0 and source not in self._served:  # removed: its last viewer left
+                self._videos = {s: x for s, x in self._videos.items() if s != source}
 
     def viewers(self, source: str) -> int:
         v = self._videos.get(source)
@@ -106,8 +130,8 @@ class VideoFeed:
         out: list[Message] = []
         with self._lock:
             for s in sources:
-                v = self._videos[s]
-                if not v.generation or not v.fragments:
+                v = self._videos.get(s)
+                if v is None or not v.generation or not v.fragments:
                     continue
                 c = cursors.setdefault(s, Cursor())
                 if c.generation != v.generation:

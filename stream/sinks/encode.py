@@ -24,7 +24,8 @@ however many sinks and viewers show it.
 - **Streams**: a change of picture size or time base, ``reset(source)``,
   ``end_source`` and ``close`` end the encoder's stream: it is flushed, every
   consumer gets ``on_stream_end``, and the next frame opens a new one (a new
-  ``StreamInfo.generation``, starting on a keyframe).
+  ``StreamInfo.generation``, starting on a keyframe). A source removed at runtime
+  (``forget_source``) lets its thread and codec go once its stream has ended.
 - **Never blocks**: ``write`` copies the picture into a bounded queue per source;
   when it is full the frame is dropped for every consumer (counted, logged once a
   second). Consumers' callbacks run on the encoder thread and must not block.
@@ -117,12 +118,12 @@ _END = "end"
 class _SourceEncoder:
     """One source's encoder; everything but ``__init__`` and ``request_keyframe`` runs on its thread."""
 
-    def __init__(self, pool: EncoderPool, source: str) -> None:
+    def __init__(self, pool: EncoderPool, source: str, generation: int = 0) -> None:
         self.pool, self.source = pool, source
         self.container: Any = None
         self.stream: Any = None
         self.info: StreamInfo | None = None
-        self.generation = 0
+        self.generation = generation  # streams opened so far (a source added again goes on counting)
         self.frames = 0
         self.last_pts = 0
         self.last_key: int | None = None
@@ -131,6 +132,7 @@ class _SourceEncoder:
         self._steps: deque[int] = deque(maxlen=16)  # the source's recent forward pts steps
         self._inflight: deque[tuple[_Item, int, bool]] = deque()  # frames in the encoder, in order
         self.key_requested = threading.Event()
+        self.retired = False  # its source was removed: the thread has ended, only the counts remain
         self.errors = 0
         self._last_error_log = -1e9
         size = max([c.queue_size for c in pool.consumers] or [4])
@@ -295,8 +297,8 @@ class EncoderPool:
             return
         check_image(frame.image, self.name, frame.source, frame.seq)
         enc = self._sources.get(frame.source)
-        if enc is None:
-            enc = self._sources[frame.source] = _SourceEncoder(self, frame.source)
+        if enc is None or enc.retired:  # new, or added again after its removal
+            enc = self._sources[frame.source] = _SourceEncoder(self, frame.source, enc.generation if enc else 0)
         if enc.worker.would_drop():  # don't copy pixels only to drop them
             enc.worker.count_drop(frame.source, frame.seq, "queue full, the encoder is behind", reason=QUEUE_FULL)
             return
@@ -330,10 +332,22 @@ class EncoderPool:
         if source in self._sources:
             self._sources[source].worker.put_control(_END)
 
+    def forget_source(self, source: str) -> None:
+        """A source removed at runtime has ended (``end_source`` came first): its encoder
+        encodes what is queued, ends its stream (every consumer's ``on_stream_end``: the
+        last record segment is final), closes its codec and its thread ends, here, before
+        this returns. Its counts stay (the run's summary lists removed sources); adding
+        the source again starts a new encoder."""
+        enc = self._sources.get(source)
+        if enc is not None and not enc.retired:
+            enc.retired = True
+            enc.worker.close()
+
     def close(self) -> None:
         """Encode what is queued, flush every encoder and end its stream."""
         for enc in self._sources.values():
-            enc.worker.close()
+            if not enc.retired:
+                enc.worker.close()
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per source: frames encoded in the current stream, frames dropped, streams opened."""

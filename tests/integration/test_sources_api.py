@@ -2,7 +2,8 @@
 a passthrough stage, publish + record): a camera added mid-run shows in /metrics, in
 the published records and in its recording within 5 s while the other camera's seqs
 stay contiguous; removing it stops its capture process, finalizes its last segment
-(decoded here by PyAV) and ends its subscribers' stream, and touches nothing else; a
+(decoded here by PyAV), lets its encoder thread go, ends its subscribers' stream and
+touches nothing else; a
 bad definition gets 400 with the config loader's own message; ``stream sources``
 lists, removes and changes sources."""
 
@@ -149,6 +150,8 @@ def test_cameras_added_removed_and_changed_at_runtime(tmp_path: Path, capfd: Any
         assert api(base, "POST", "/api/sources", {"id": "cam1", **CAM})[0] == 409  # the id exists
 
         # add cam2 mid-run: in /metrics, published and recorded within 5 s
+        output = psutil.Process(api(base, "GET", "/healthz")[1]["stages"]["output"]["pid"])
+        output_threads = output.num_threads()  # cam1's encoder among them
         t0 = time.monotonic()
         status, added = api(base, "POST", "/api/sources", {"id": "cam2", **CAM})
         assert status == 201 and added["source"]["id"] == "cam2", added
@@ -183,6 +186,8 @@ def test_cameras_added_removed_and_changed_at_runtime(tmp_path: Path, capfd: Any
             [decoded_frames(p) for p in segments], sidecar_lines, len(cam2_seqs))
         status, listed = api(base, "GET", "/api/sources")
         assert [s["id"] for s in listed["sources"]] == ["cam1"] and listed["sources"][0]["pid"] == cam1_pid
+        # the output stage let cam2's encoder go (its thread, its codec) once the segment was final
+        wait_for(lambda: output.num_threads() <= output_threads, 10, "cam2's encoder thread gone")
         assert "capture:cam2" not in metrics_text(base)
         n = len(records.frames["cam1"])
         wait_for(lambda: len(records.frames["cam1"]) >= n + 10, 30, "cam1 going on after the removal")

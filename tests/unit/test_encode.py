@@ -3,6 +3,7 @@ come when asked, nothing is encoded for nobody, and the output stage builds one 
 
 from __future__ import annotations
 
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -158,3 +159,23 @@ def test_an_encoder_that_cannot_open_logs_once_and_drops_frames(caplog: pytest.L
     assert c.packets == [] and pool._sources["cam0"].errors == 5
     errors = [r for r in caplog.records if r.levelname == "ERROR" and "cannot encode" in r.getMessage()]
     assert len(errors) == 1 and "source=cam0 seq=0" in errors[0].getMessage()
+
+
+def test_a_removed_source_lets_its_encoder_thread_go_after_its_stream_ended() -> None:
+    c = Consumer()
+    pool = pool_with(c)
+    before = {t.name for t in threading.enumerate()}
+    for seq in range(5):
+        pool.write(frame(seq))
+    assert "h264 cam0" in {t.name for t in threading.enumerate()} - before
+    pool.end_source("cam0")
+    pool.forget_source("cam0")  # the source was removed at runtime: returns once the thread has ended
+    assert "h264 cam0" not in {t.name for t in threading.enumerate()}
+    assert len(c.packets) == 5 and c.ends == ["end of stream"], "every frame encoded, the stream ended once"
+    assert pool.stats()["cam0"]["frames"] == 5  # its counts stay for the run's summary
+
+    for seq in range(3):  # added again: a new encoder, a new stream from a keyframe
+        pool.write(frame(seq))
+    pool.close()
+    assert len(c.packets) == 8 and c.packets[5].keyframe and c.packets[5].info.generation == 2
+    assert c.ends == ["end of stream", "closed"]

@@ -4,6 +4,8 @@ built while nobody watches."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from stream.live.video import Cursor, VideoFeed
 from tests.unit.test_live_fmp4 import _packets
 
@@ -39,3 +41,22 @@ def test_viewers_get_init_then_fragments_and_a_late_viewer_skips_to_the_newest_k
     feed.on_stream_end("cam0", "picture size changed")
     feed.unwatch("cam0")
     assert not feed.wants_packets("cam0")
+
+
+def test_a_source_added_at_runtime_is_served_and_a_removed_one_let_go_when_its_viewer_leaves() -> None:
+    packets = [replace(p, info=replace(p.info, source="cam1")) for p in _packets(3)]
+    feed = VideoFeed(["cam0"], notify=lambda: None)
+    assert not feed.watch("cam1") and not feed.wants_packets("cam1"), "not served yet"
+
+    feed.set_sources(["cam0", "cam1"])  # added through the control API
+    assert feed.watch("cam1") and feed.wants_packets("cam1")
+    for p in packets:
+        feed.on_packet(p)
+    got = feed.take(["cam1"], {})
+    assert [m.kind for m in got] == ["init", "media", "media", "media"] and {m.source for m in got} == {"cam1"}
+
+    feed.set_sources(["cam0"])  # removed while its viewer is still on it: kept until it leaves
+    assert feed.wants_packets("cam1") and feed.viewers("cam1") == 1
+    feed.unwatch("cam1")
+    assert not feed.wants_packets("cam1") and not feed.watch("cam1"), "let go"
+    assert feed.watch("cam0"), "the other source is untouched"
