@@ -3,9 +3,8 @@ a passthrough stage, publish + record): a camera added mid-run shows in /metrics
 the published records and in its recording within 5 s while the other camera's seqs
 stay contiguous; removing it stops its capture process, finalizes its last segment
 (decoded here by PyAV), lets its encoder thread go, ends its subscribers' stream and
-touches nothing else; a
-bad definition gets 400 with the config loader's own message; ``stream sources``
-lists, removes and changes sources."""
+touches nothing else; a bad definition gets 400 with the config loader's own message;
+``stream sources`` lists, removes and changes sources."""
 
 from __future__ import annotations
 
