@@ -7,7 +7,11 @@ against a real publisher in tests/integration/test_publish.py
 (``test_subscribe_command_prints_records_with_masks``), which parses every line;
 ``stream bench pipeline --json`` (minutes even at tiny scale) in
 tests/integration/test_bench_pipeline.py and ``stream bench live --json`` (a browser) in
-tests/integration/test_bench_live.py, which parse their stdout as one strict JSON object.
+tests/integration/test_bench_live.py, and ``stream bench detect --json`` (it imports
+super-gradients, which prints on stdout) in tests/integration/test_detect_track_pipeline.py
+(``test_bench_detect_times_the_pipelines_own_cached_artifact``), which parse their stdout as
+one strict JSON object. ``stream sources --json`` needs a running pipeline: it is run against
+one in tests/integration/test_sources_api.py.
 """
 
 from __future__ import annotations
@@ -27,9 +31,6 @@ EXAMPLES = REPO / "examples" / "eval"
 COMMANDS: dict[str, tuple[str, ...]] = {
     "bench transport": ("--stages", "1", "--width", "64", "--height", "48", "--frames", "20",
                         "--paced-frames", "10", "--paced-fps", "50"),
-    # imports super-gradients (which prints on stdout): the case this test was written for
-    "bench detect": ("--size", "320", "--batch-sizes", "1", "--iters", "1", "--warmup", "0", "--device", "cpu",
-                     "--frame-width", "64", "--frame-height", "48", "--seed", "0"),  # the artifact other tests build
     "bench track": ("--sizes", "5", "--frames", "5", "--warmup", "1"),
     "bench segment": ("--arch", "tiny", "--device", "cpu", "--width", "64", "--height", "48", "--skip-sam",
                       "--tracks", "2", "--frames", "3"),
@@ -45,7 +46,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "eval track": ("--gt", str(EXAMPLES / "track" / "gt.txt"), "--det", str(EXAMPLES / "track" / "det.txt")),
     "eval masks": ("--width", "160", "--height", "120", "--frames", "20", "--no-adaptive"),
 }  # fmt: skip
-ELSEWHERE = {"subscribe", "bench pipeline", "bench live"}  # see the module docstring
+ELSEWHERE = {"subscribe", "bench pipeline", "bench live", "bench detect", "sources"}  # see the module docstring
 # needs root and two network namespaces (stream.testing.netns), and six `stream run`s even at
 # 64x48 × 20 frames: 51 s here, too long for this test. It printed its JSON (one strict line) when
 # run by hand; the StopIteration once reported here was the upstream host's status line looking

@@ -219,7 +219,7 @@ def churn(frames: int, slots: int = 3, seed: int = 0) -> tuple[int, int, int]:
     return most, ended, last_track_id(tracker)
 
 
-@pytest.mark.parametrize("frames", [10_000, pytest.param(100_000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("frames", [10_000])  # longer churn: `stream bench track` / `stream bench soak`
 def test_state_stays_bounded_under_constant_churn(frames: int) -> None:
     start = time.perf_counter()
     most, ended, last_id = churn(frames)
