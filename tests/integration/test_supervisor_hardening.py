@@ -153,21 +153,35 @@ def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wr
 
 
 def test_a_run_removes_rings_and_ipc_folders_of_dead_supervisors_and_only_those(tmp_path):
+    # a real ``stream run`` killed with SIGKILL (no handler runs) leaves its ring and ipc folder,
+    # named by the run itself; files of a live supervisor and of another form stay
     shm, tmp = shm_dir(), Path(tempfile.gettempdir())
     ns = os.stat("/proc/self/ns/pid").st_ino
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # reaped: its pid names no process now
+    frames = tmp_path / "frames.jsonl"
+    killed = _start(write_config(
+        tmp_path,
+        [{"id": "cam", "type": "synthetic", "live": True, "fps": 20, "synthetic": {"width": 64, "height": 48}}],
+        ["passthrough"],
+    ))
+    try:
+        wait_for(lambda: frames.exists() and frames.read_text().count("\n") >= 3, 120, "frames flowing")
+    finally:
+        killed.kill()
+        killed.communicate(timeout=30)  # reaped: its pid names no process now
+    marker = f"-{killed.pid}.{ns}-"  # stream-RUNID-PID.PIDNS-…: the owner's pid in the name
+    dead = [p for root in (shm, tmp) for p in root.glob("stream-*") if marker in p.name]
+    # the test proves something only if SIGKILL really left them: a ring and an ipc folder
+    assert any(p.name.endswith(".ring") for p in dead) and any(p.is_dir() for p in dead), dead
     alive = subprocess.Popen(["sleep", "120"])
     tag = secrets.token_hex(4)
-    made: dict[str, list[Path]] = {"dead": [], "alive": [], "foreign": []}
+    made: dict[str, list[Path]] = {"alive": [], "foreign": []}
     try:
-        for kind, pid in (("dead", dead.pid), ("alive", alive.pid)):
-            ring = shm / f"stream-{tag}-{pid}.{ns}-cam.ring"
-            ring.write_bytes(b"\0" * 4096)
-            ipc = tmp / f"stream-{tag}-{pid}.{ns}-x1y2z3"
-            ipc.mkdir()
-            (ipc / "detect.in").write_text("")
-            made[kind] += [ring, ipc]
+        ring = shm / f"stream-{tag}-{alive.pid}.{ns}-cam.ring"
+        ring.write_bytes(b"\0" * 4096)
+        ipc = tmp / f"stream-{tag}-{alive.pid}.{ns}-x1y2z3"
+        ipc.mkdir()
+        (ipc / "detect.in").write_text("")
+        made["alive"] += [ring, ipc]
         # names of another form (an older version, another program) are never touched
         other = shm / f"stream-{tag}-cam.ring"
         other.write_bytes(b"")
@@ -176,13 +190,14 @@ def test_a_run_removes_rings_and_ipc_folders_of_dead_supervisors_and_only_those(
                                        "synthetic": {"width": 64, "height": 48}}], ["passthrough"])
         r = subprocess.run(stream_cmd("run", str(cfg)), capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
-        assert not any(p.exists() for p in made["dead"]), made["dead"]
+        assert not any(p.exists() for p in dead), dead
+        for p in dead:
+            assert f"removed {p}, left behind by a run whose supervisor is gone" in r.stderr
         assert all(p.exists() for p in made["alive"] + made["foreign"])
-        assert "left behind by a run whose supervisor is gone" in r.stderr
     finally:
         alive.kill()
         alive.wait()
-        for paths in made.values():
+        for paths in (*made.values(), dead):
             for p in paths:
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
