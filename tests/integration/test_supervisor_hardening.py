@@ -121,6 +121,29 @@ def test_healthz_is_503_while_no_frame_gets_through_and_ok_again_after(tmp_path)
     assert proc.returncode == 0
 
 
+def test_healthz_is_503_naming_the_stage_where_every_frame_fails(tmp_path):
+    # the camera streams, and every frame fails in the stage (check_stamp on a picture that
+    # carries no stamp: a counted error per frame, as a model that raises on every frame)
+    cfg = write_config(
+        tmp_path,
+        [{"id": "cam", "type": "synthetic", "live": True, "fps": 20, "synthetic": {"width": 320, "height": 240}}],
+        ["passthrough"],
+        passthrough={"check_stamp": True},
+        supervisor={"health_window_s": 2.0},
+    )
+    proc = _start(cfg)
+    try:
+        code, body = wait_for(lambda: "passthrough" in (r := _health_code(_port(cfg)))[1].get("failing", {}) and r,
+                              90, "/healthz to name passthrough")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert code == 503 and body["status"] == "failing", body
+    assert "frames failed" in body["failing"]["passthrough"] and body["stages"]["capture:cam"]["frames_out"] > 0
+    assert "no frame came through" in body["failing"]["output"]
+
+
 def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wrote(tmp_path):
     # a stage that spends 4 s per frame (SAM on a CPU): the drain cannot finish before the
     # shutdown deadline, so the stages are terminated with frames still in flight
