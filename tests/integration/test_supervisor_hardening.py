@@ -43,23 +43,28 @@ def _health(port: int) -> dict:
 
 
 def test_secrets_given_through_env_are_not_in_any_worker_environment(tmp_path):
+    # the case: a camera password given as ${ENV:CAM_PASSWORD} inside its URL (the
+    # camera is down: its capture keeps retrying, which is all this test needs of it)
+    password = "Zq7mT2vX9pLw"
     cfg = write_config(
         tmp_path,
-        [{"id": "live", "type": "synthetic", "live": True, "fps": 30, "synthetic": {"width": 160, "height": 120}}],
+        [{"id": "live", "type": "synthetic", "live": True, "fps": 30, "synthetic": {"width": 160, "height": 120}},
+         {"id": "door", "type": "rtsp", "url": f"rtsp://admin:${{ENV:CAM_PASSWORD}}@127.0.0.1:{free_port()}/x"}],
         ["passthrough"],
         sinks={"jsonl": {"path": str(tmp_path / "frames.jsonl")},
                "live": {"port": free_port(), "token": "${ENV:LIVE_TOKEN}"}},
     )
-    proc = _start(cfg, env={"LIVE_TOKEN": TOKEN, "HARDENING_MARKER": "kept"})
+    proc = _start(cfg, env={"LIVE_TOKEN": TOKEN, "CAM_PASSWORD": password, "HARDENING_MARKER": "kept"})
     try:
-        health = wait_for(lambda: (h := _health(_port(cfg))) and h["stages"]["output"]["frames_out"] > 5 and h,
-                          60, "frames flowing")
+        health = wait_for(lambda: (h := _health(_port(cfg))) and h["stages"]["output"]["frames_out"] > 5
+                          and h["stages"]["capture:door"]["pid"] and h, 60, "frames flowing")
         pids = [st["pid"] for st in health["stages"].values()]
-        assert len(pids) == 3  # capture, passthrough, output: all real workers
+        assert len(pids) == 4  # two captures, passthrough, output: all real workers
         for pid in pids:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert b"HARDENING_MARKER=kept" in environ  # the rest of the environment is passed on
-            assert not any(e.startswith(b"LIVE_TOKEN=") or TOKEN.encode() in e for e in environ), pid
+            for name, secret in ((b"LIVE_TOKEN=", TOKEN), (b"CAM_PASSWORD=", password)):
+                assert not any(e.startswith(name) or secret.encode() in e for e in environ), pid
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
