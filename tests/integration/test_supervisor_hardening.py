@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import av
 import pytest
 import yaml
 
@@ -158,6 +159,7 @@ def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wr
           "synthetic": {"width": 160, "height": 120}}],
         ["passthrough"],
         passthrough={"delay_ms": 4000},
+        sinks={"jsonl": {"path": str(tmp_path / "frames.jsonl")}, "record": {"root": str(tmp_path / "rec")}},
     )
     summary_path = tmp_path / "summary.json"
     proc = _start(cfg, "--summary-json", str(summary_path))
@@ -178,6 +180,13 @@ def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wr
     assert "lost in flight" not in src["dropped"]  # nothing crashed: those frames were stopped
     assert src["read"] == src["processed"] + sum(src["dropped"].values())
     assert f"{src['processed']:>9}" in out
+    # and the recording holds the same frames (before: the summary said 0 processed, 34 lost,
+    # while the recording and the JSONL file held 17)
+    decoded = 0
+    for mp4 in sorted((tmp_path / "rec" / "live").glob("*.mp4")):
+        with av.open(str(mp4)) as c:
+            decoded += sum(1 for _ in c.decode(video=0))
+    assert src["sinks"]["record"] == {"written": decoded} and decoded == src["processed"], (src, decoded)
 
 
 def test_a_run_removes_rings_and_ipc_folders_of_dead_supervisors_and_only_those(tmp_path):
