@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.errors import ModelError, WeightsError
+from stream.models import onnx_cpu
 from stream.models.yolo_nas import (
     YoloNasModel,
     build_yolo_nas,
@@ -232,19 +233,10 @@ RUNTIMES = ("auto", "torchscript", "onnxruntime")
 
 
 def resolve_runtime(runtime: str, device: Any) -> str:
-    """'auto' → 'onnxruntime' on the CPU (faster there, see stream.models.yolo_nas_onnx) and
-    'torchscript' on CUDA; the others as given. ModelError for an unknown name or ONNX
-    Runtime on a GPU (only its CPU provider is installed)."""
-    if runtime not in RUNTIMES:
-        raise ModelError(f"detect.runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
-    if runtime == "auto":
-        return "onnxruntime" if device.type == "cpu" else "torchscript"
-    if runtime == "onnxruntime" and device.type != "cpu":
-        raise ModelError(
-            f"detect.runtime 'onnxruntime' runs on the CPU only, detect.device is {device}; "
-            "use 'torchscript' (or 'auto') on CUDA"
-        )
-    return runtime
+    """``detect.runtime`` on ``device``: 'auto' → 'onnxruntime' on the CPU (faster there, see
+    stream.models.yolo_nas_onnx) and 'torchscript' on CUDA (``stream.models.onnx_cpu.resolve_runtime``:
+    ModelError for an unknown name or ONNX Runtime on a GPU)."""
+    return onnx_cpu.resolve_runtime("detect", runtime, device, runtimes=RUNTIMES, gpu_runtime="torchscript")
 
 
 def load_yolo_nas(

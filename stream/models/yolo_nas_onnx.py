@@ -15,9 +15,8 @@ classes, input size, dtype, device, versions), ``FORMAT``, ``OPSET`` and the
 onnxruntime and torch versions, so a change of any of them exports again. Outputs
 match the TorchScript path within float32 rounding (tests/unit/test_detect_fidelity.py).
 
-Sessions run sequentially on ``threads`` intra-op threads with spinning off: in a
-pipeline of processes sharing few cores, a spinning idle pool thread takes a core
-from another stage.
+Sessions run sequentially on ``threads`` intra-op threads with spinning off
+(``stream.models.onnx_cpu``).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.errors import ModelError
+from stream.models import onnx_cpu
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,11 @@ OPSET = 17
 _EXPORT_BATCH = 2
 
 
-def _ort_version() -> str:
-    import onnxruntime
-
-    return str(onnxruntime.__version__)
-
-
 def onnx_path(ts_path: Path) -> Path:
     """The ONNX artifact derived from the TorchScript artifact at ``ts_path``."""
     import torch
 
-    fields = {"ts": ts_path.name, "format": FORMAT, "opset": OPSET, "onnxruntime": _ort_version(),
+    fields = {"ts": ts_path.name, "format": FORMAT, "opset": OPSET, "onnxruntime": onnx_cpu.ort_version(),
               "torch": torch.__version__}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     return ts_path.with_name(f"{ts_path.stem}-ort-{key[:12]}.onnx")
@@ -91,17 +85,8 @@ class OrtModule:
     (B, 3, S, S) float32 CPU tensor → (boxes (B, A, 4), scores (B, A, C)) float32 CPU tensors."""
 
     def __init__(self, path: Path, *, threads: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3  # errors only: its warnings are about graph rewrites
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = onnx_cpu.cpu_session(path, threads=threads)
         except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own untyped errors
             raise ModelError(f"cannot read the cached model {path} ({type(exc).__name__}: {exc}); "
                              "delete it to rebuild") from exc
