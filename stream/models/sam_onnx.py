@@ -23,8 +23,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch
 
 from stream.errors import ModelError
 from stream.models import onnx_cpu
+from stream.models.cache_file import write_atomic
 
 if TYPE_CHECKING:
     from stream.models.sam import SamModel
@@ -97,15 +96,7 @@ class OrtSamDecoder:
             except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own untyped errors
                 log.warning("cannot read the cached SAM decoder %s (%s); exporting it again", path, exc)
         data = _export_bytes(model)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomic(path, lambda name: Path(name).write_bytes(data))
         return cls(data, threads=threads)
 
     def __call__(self, features: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

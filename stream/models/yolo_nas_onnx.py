@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 
 from stream.errors import ModelError
 from stream.models import onnx_cpu
+from stream.models.cache_file import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,25 +57,18 @@ def export_onnx(module: Any, path: Path, *, input_size: int, meta: dict[str, Any
 
     example = torch.rand(_EXPORT_BATCH, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def export(name: str) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             # a TorchScript module has no Python signature to read input names from: we give them
             warnings.filterwarnings("ignore", message="no signature found", category=UserWarning)
             torch.onnx.export(
-                module, (example,), tmp, dynamo=False, opset_version=OPSET, input_names=["images"],
+                module, (example,), name, dynamo=False, opset_version=OPSET, input_names=["images"],
                 output_names=["boxes", "scores"],
                 dynamic_axes={"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
             )
-        meta_tmp = Path(tmp).with_suffix(".json.tmp")
-        meta_tmp.write_text(json.dumps({**meta, "runtime": "onnxruntime", "onnx_format": FORMAT}, indent=1))
-        os.chmod(tmp, 0o644)
-        os.replace(meta_tmp, path.with_suffix(".json"))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    write_atomic(path, export, meta={**meta, "runtime": "onnxruntime", "onnx_format": FORMAT})
     log.info("exported %s to ONNX %s in %.1f s", meta.get("arch"), path, time.perf_counter() - started)
 
 
