@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stream.config import Config
+from stream.errors import ConfigError
 from stream.messages import EndOfStream, Frame, Reset, RosterEntry, SourceReport
 from stream.runtime import LatencyWindow
 from stream.sinks import FAILED, MAX_CONSECUTIVE_FAILURES, Sink
@@ -205,8 +206,24 @@ SINK_MODULES = {
 # sinks whose build() takes the stage's shared H.264 encoders (stream.sinks.encode)
 H264_SINKS = ("record", "live", "restream")
 
+# the key named when a sink cannot create or open the path its section gives
+SINK_PATH_KEYS = {"jsonl": "sinks.jsonl.path", "record": "sinks.record.root"}
+
+
+def _build_sink(name: str, make: Callable[[], Sink]) -> Sink:
+    """``make()``; a file-system error there (a folder that cannot be made, a file in the way,
+    no permission) is a ConfigError naming the key: it would fail the same way on every
+    restart, so the run stops with it at once instead of crash-looping."""
+    try:
+        return make()
+    except OSError as exc:
+        key = SINK_PATH_KEYS.get(name, f"sinks.{name}")
+        what = f" {exc.filename}" if exc.filename else ""
+        raise ConfigError(f"{key}: cannot create or open{what}: {exc.strerror or exc}") from None
+
 
 def build(config: Config) -> OutputStage:
+    from functools import partial
     from importlib import import_module
     from pathlib import Path
 
@@ -216,13 +233,14 @@ def build(config: Config) -> OutputStage:
     sinks: list[Sink] = []
     pools = EncoderPools()  # one H.264 encode per source, shared by record, restream and live
     if config.sinks.jsonl.path:
-        sinks.append(JsonlSink(Path(config.sinks.jsonl.path)))
+        path = Path(config.sinks.jsonl.path)
+        sinks.append(_build_sink("jsonl", partial(JsonlSink, path)))
     for name, module in SINK_MODULES.items():
         section = getattr(config.sinks, name)
         if section is not None and section.enabled:
             build_sink = import_module(module).build
             extra = {"encoders": pools} if name in H264_SINKS else {}
-            sinks.append(build_sink(section, config, **extra))
+            sinks.append(_build_sink(name, partial(build_sink, section, config, **extra)))
     # the encoders first: at end of stream and close they flush into the sinks before those finish
     sinks[:0] = pools.pools
     annotator = None
