@@ -61,6 +61,7 @@ from stream.transport.sockets import open_socket, send_parts
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_IN_FLIGHT = 2  # live sources without their own setting (synthetic, pattern, file with live: true)
+SLOT_POLL_MIN_S, SLOT_POLL_MAX_S = 0.0005, 0.004  # a file's wait for a ring slot (CaptureRunner._wait_slot)
 
 
 @dataclass
@@ -336,8 +337,11 @@ class CaptureRunner:
         may still be in the pipeline, so a file never loses a frame to an overwrite. Only
         frames written before a process crashed (the ring's epoch moved past the one they
         were written in) and not released ``lost_grace_s`` after the last progress are
-        presumed lost with it; their slots are reused."""
+        presumed lost with it; their slots are reused. Polled with a pause that doubles up to
+        ``SLOT_POLL_MAX_S``: a file waits here for most of each frame once the ring is full, and
+        a fixed 0.5 ms poll cost the capture about 8 ms of CPU per frame (10 fps, 2 cores)."""
         last, since = ring.releases, time.monotonic()
+        pause = SLOT_POLL_MIN_S
         while not ring.slot_free(seq) and not self.stop():
             written = self._slot_epoch.get(seq % ring.slots, -1)
             if written < self._lost_epoch:
@@ -350,4 +354,5 @@ class CaptureRunner:
                             "within %.0f s; presumed lost with it, reusing their ring slots",
                             self.spec.source_id, seq, self.spec.lost_grace_s)
                 return
-            time.sleep(0.0005)
+            time.sleep(pause)
+            pause = min(2 * pause, SLOT_POLL_MAX_S)

@@ -1,4 +1,4 @@
-"""``stream bench pipeline``: the whole pipeline on N live streams, and the naive loop.
+"""``stream bench pipeline``: the whole pipeline on N live streams, its capacity, and the naive loop.
 
 Runs capture → detect → track → segment → publish (and record with ``--record``) on
 ``--streams`` concurrent live sources paced at real time (``synthetic``: the test
@@ -28,8 +28,15 @@ CPU per delivered frame (``cpu_ms_per_frame``, ``cpu_ms_per_frame_per_stage``; t
 loop's ``naive_cpu_ms_per_frame[_without_annotate]``, ``naive_cpu_ms_per_step``) and
 ``cpu_ratio_without_annotate`` (naive CPU ms per frame without drawing / ours) move far
 less with other load on a shared host than frames/s do.
-Our pipeline is paced: its throughput cannot exceed streams × fps, so the ratio is
-a lower bound unless ``--find-max`` raised the stream count to the limit.
+The paced run's throughput cannot exceed streams × fps, so ``ratio`` is a lower bound
+unless ``--find-max`` raised the stream count to the limit. How many frames per second
+the pipeline can process is the capacity trial's (``stream.bench.capacity``), run right
+after the paced one: the same ``--streams`` sources, not live (as fast as the pipeline
+takes them, backpressure, no drop), ``--capacity-frames`` frames each (0: skipped):
+``capacity_fps`` (published frames / s from the first to the last published),
+``capacity_cpu_ms_per_frame[_per_stage]``, ``capacity_drops`` (0 unless something is
+wrong), and against the naive loop, which is unpaced too, ``ratio_capacity`` and
+``ratio_capacity_without_annotate`` (= capacity_fps / naive frames/s).
 
 ``--find-max`` doubles the stream count from ``--streams`` until a run does not hold,
 then bisects; ``max_streams`` is the largest that held (0: none), rows and figures are
@@ -63,7 +70,7 @@ from stream.errors import ConfigError, StreamError
 
 log = logging.getLogger(__name__)
 
-HELP = "whole pipeline on N live streams (fps, drops, age, latency, CPU/GPU) vs the naive loop"
+HELP = "whole pipeline on N live streams (fps, drops, age, latency, CPU/GPU) and unpaced vs the naive loop"
 
 RESOLUTIONS = {
     "2160p": (3840, 2160),
@@ -121,6 +128,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-batch", type=int, default=None, help="detector batch (default min(32, streams))")
     p.add_argument("--naive-frames", type=int, default=30, help="frames the naive loop is timed on (0: skip)")
+    p.add_argument(
+        "--capacity-frames",
+        type=int,
+        default=100,
+        help="frames per stream of the capacity trial: the same sources not live, as fast as the pipeline "
+        "takes them (0: skip)",
+    )
     p.add_argument(
         "--cpu-threads",
         type=int,
@@ -193,13 +207,22 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _config(
-    args: argparse.Namespace, plan: dict[str, Any], n: int, endpoint: str, record_dir: str | None
+    args: argparse.Namespace,
+    plan: dict[str, Any],
+    n: int,
+    endpoint: str,
+    record_dir: str | None,
+    *,
+    live: bool = True,
+    frames: int | None = None,
 ) -> dict[str, Any]:
-
+    """The run's config: ``n`` sources, live (paced, edge drops) or not (as fast as the pipeline
+    takes frames, backpressure, never a drop: the capacity trial), ``frames`` each (default
+    the paced run's)."""
     w, h = plan["size"]
     sources = []
     for i in range(n):
-        s: dict[str, Any] = {"id": f"s{i:03d}", "live": True, "max_frames": plan["frames"]}
+        s: dict[str, Any] = {"id": f"s{i:03d}", "live": live, "max_frames": frames or plan["frames"]}
         if plan["kind"] == "file":
             s.update(type="file", path=plan["path"], loop=True)
         else:
@@ -255,15 +278,40 @@ def _free_endpoint() -> str:
 
 
 def _trial(args: argparse.Namespace, plan: dict[str, Any], n: int) -> dict[str, Any]:
-    """One run with ``n`` streams: its per-stream rows and summary figures."""
+    """One paced run with ``n`` live streams: its per-stream rows and summary figures."""
+    summary, drops, probe, res, recorded_mb = _run(args, plan, n)
+    return _figures(args, plan, n, summary, drops, probe, res, recorded_mb)
+
+
+def _capacity(args: argparse.Namespace, plan: dict[str, Any], n: int) -> dict[str, Any]:
+    """The capacity trial: ``n`` streams of ``--capacity-frames`` frames each, not live."""
+    from stream.bench.capacity import figures
+
+    frames = args.capacity_frames
+    summary, _, probe, res, _ = _run(args, plan, n, live=False, frames=frames)
+    return figures(n, frames, summary, probe, res)
+
+
+def _run(
+    args: argparse.Namespace, plan: dict[str, Any], n: int, *, live: bool = True, frames: int | None = None
+) -> tuple[Any, list[Any], PublishProbe, Resources, float | None]:
+    """Run the pipeline once: (run summary, drop records, probe, resources, recorded MB).
+    Paced (``live``): the steady window skips ``--warmup-s``; not live (``frames`` each):
+    every frame counts, and CPU is counted from every stage ready to the last frame published."""
     from stream.supervisor import Supervisor
 
     endpoint = _free_endpoint()
     record_dir = tempfile.mkdtemp(prefix="bench-record-") if args.record else None
-    config = load_config(None, base=_config(args, plan, n, endpoint, record_dir))
+    config = load_config(None, base=_config(args, plan, n, endpoint, record_dir, live=live, frames=frames))
     sup = Supervisor(config, log_level="warning")
-    probe = PublishProbe(endpoint, {s.id: plan["fps"] for s in config.sources}, skip_seq=plan["skip"])
-    monitor = ResourceMonitor(sup.snapshot, plan["cuda_index"], delay_s=args.warmup_s)
+    skip = plan["skip"] if live else 0
+    probe = PublishProbe(endpoint, {s.id: plan["fps"] for s in config.sources}, skip_seq=skip)
+    if live:
+        monitor = ResourceMonitor(sup.snapshot, plan["cuda_index"], delay_s=args.warmup_s)
+    else:
+        monitor = ResourceMonitor(
+            sup.snapshot, plan["cuda_index"], interval_s=0.2, published=lambda: probe.published, until=n * (frames or 0)
+        )
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         sup.prepare()
@@ -288,7 +336,7 @@ def _trial(args: argparse.Namespace, plan: dict[str, Any], n: int) -> dict[str, 
             shutil.rmtree(record_dir, ignore_errors=True)
     if summary.stopped_by != "end of input":
         raise StreamError(f"benchmark interrupted ({summary.stopped_by})")
-    return _figures(args, plan, n, summary, sup.ledger.recent(), probe, monitor.result, recorded_mb)
+    return summary, sup.ledger.recent(), probe, monitor.result, recorded_mb
 
 
 def _figures(
@@ -420,10 +468,16 @@ def run(args: argparse.Namespace) -> BenchResult:
         raise ConfigError(
             f"--cpu-threads {args.cpu_threads}: give at least 1 (or leave it out: torch's default)"
         )
-    if args.streams < 1 or args.duration <= 0 or args.fps <= 0 or args.naive_frames < 0 or args.warmup_s < 0:
+    if (
+        args.streams < 1
+        or args.duration <= 0
+        or args.fps <= 0
+        or min(args.naive_frames, args.capacity_frames, args.warmup_s) < 0
+    ):
         raise ConfigError(
-            "--streams must be ≥ 1, --duration and --fps > 0, --naive-frames and --warmup-s ≥ 0 "
-            f"(got {args.streams}, {args.duration}, {args.fps}, {args.naive_frames}, {args.warmup_s})"
+            "--streams must be ≥ 1, --duration and --fps > 0, --naive-frames, --capacity-frames and --warmup-s ≥ 0 "
+            f"(got {args.streams}, {args.duration}, {args.fps}, {args.naive_frames}, {args.capacity_frames}, "
+            f"{args.warmup_s})"
         )
     if args.warmup_s >= args.duration:
         raise ConfigError(f"--warmup-s {args.warmup_s} must be shorter than --duration {args.duration}")
@@ -440,6 +494,7 @@ def run(args: argparse.Namespace) -> BenchResult:
             best = trials[held or min(trials)]  # none held: the smallest run shows why
         else:
             best = _trial(args, plan, args.streams)
+        capacity = _capacity(args, plan, args.streams) if args.capacity_frames else {}
         if args.naive_frames > first:
             parts.append(naive.run(frames, args.naive_frames - first, warmup=0))
     w, h = plan["size"]
@@ -458,6 +513,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         "budget_ms": args.budget_ms,
         "cpu_threads": _threads(args),
         **best["figures"],
+        **capacity,
     }
     if args.find_max:
         summary["max_streams"] = held
@@ -483,6 +539,10 @@ def run(args: argparse.Namespace) -> BenchResult:
         summary["cpu_ratio_without_annotate"] = (
             summary["naive_cpu_ms_per_frame_without_annotate"] / ours if ours and not math.isnan(ours) else float("nan")
         )
+        if capacity:
+            from stream.bench.capacity import ratios
+
+            summary.update(ratios(summary))
     return BenchResult(rows=[_finite(r) for r in best["rows"]], summary=_finite(summary))
 
 

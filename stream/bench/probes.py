@@ -11,7 +11,11 @@
   ``Supervisor.snapshot()``) with psutil, the whole host's CPU, and on CUDA the GPU's
   utilisation (NVML, when ``nvidia-ml-py`` is installed) and used memory. Counted only
   in the steady window: from ``delay_s`` after every capture is streaming until the
-  first one ends (model loading is always left out, the first seconds of video on request).
+  first one ends (model loading is always left out, the first seconds of video on request);
+  or, given ``published`` (frames the probe counted so far) and ``until``, from the first
+  sample with every stage ready (before the captures start: no frame's work is left out)
+  until ``until`` frames were published (the capacity trial: a file source not paced by
+  time, whose capture ends while the pipeline still holds frames).
 - ``stdout_to_stderr`` and ``cpu_threads``: what the benchmark's processes inherit.
 """
 
@@ -23,7 +27,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +49,8 @@ class StreamStats:
     first: tuple[int, int] | None = None  # (frame index, seq) of the first record
     last: tuple[int, int] | None = None
     latest_capture_ns: int = 0
+    first_publish_ns: int = 0  # publish_ns (wall clock) of the first and last counted record
+    last_publish_ns: int = 0
     ended: bool = False
 
     @property
@@ -70,6 +76,7 @@ class PublishProbe(threading.Thread):
         self.skip_seq = skip_seq
         self.age_interval_s = age_interval_s
         self.stats = {s: StreamStats() for s in source_fps}
+        self.published = 0  # frames counted, all streams (ResourceMonitor reads it from its thread)
         self.lost = 0
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -111,6 +118,8 @@ class PublishProbe(threading.Thread):
 
     def _add(self, st: StreamStats, rec: Any) -> None:
         st.frames += 1
+        st.first_publish_ns = st.first_publish_ns or rec.publish_ns
+        st.last_publish_ns = rec.publish_ns
         st.latency_ms.append((rec.publish_ns - rec.capture_ns) / 1e6)
         st.latest_capture_ns = max(st.latest_capture_ns, rec.capture_ns)
         st.objects += len(rec.objects)
@@ -120,6 +129,7 @@ class PublishProbe(threading.Thread):
         if st.first is None:
             st.first = (index, rec.seq)
         st.last = (index, rec.seq)
+        self.published += 1
 
 
 @dataclass
@@ -128,9 +138,11 @@ class Resources:
     core busy); cpu_util: that over the host's cores; host_cpu_util: the whole host (other
     users included); per_stage: cores per stage (captures summed). GPU fields None without
     CUDA; gpu_util None without NVML; gpu_mem_mb: device memory used above the level
-    before the run (first, last and max sample of the window)."""
+    before the run (first, last and max sample of the window). published: frames the probe
+    counted inside the window (only with ``ResourceMonitor(published=…)``, else 0)."""
 
     window_s: float = 0.0
+    published: int = 0
     cpu_cores: float = 0.0
     cpu_util: float = 0.0
     host_cpu_util: float = 0.0
@@ -140,15 +152,27 @@ class Resources:
 
 
 class ResourceMonitor(threading.Thread):
-    """Samples ``snapshot()`` (Supervisor.snapshot) every ``interval_s`` in its own thread."""
+    """Samples ``snapshot()`` (Supervisor.snapshot) every ``interval_s`` in its own thread.
+    With ``published`` (frames published so far, e.g. ``lambda: probe.published``) the
+    window runs from the first sample with every non-capture stage ready to the first with
+    ``until`` published, and ``Resources.published`` counts the frames published inside it."""
 
     def __init__(
-        self, snapshot: Any, cuda_index: int | None, *, delay_s: float = 0.0, interval_s: float = 0.5
+        self,
+        snapshot: Any,
+        cuda_index: int | None,
+        *,
+        delay_s: float = 0.0,
+        interval_s: float = 0.5,
+        published: Callable[[], int] | None = None,
+        until: int = 0,
     ) -> None:
         super().__init__(name="resource-monitor", daemon=True)
         self.snapshot = snapshot
         self.delay_s = delay_s
         self.interval_s = interval_s
+        self.published = published
+        self.until = until
         self.gpu = _Gpu(cuda_index) if cuda_index is not None else None
         self.result = Resources()
         self._halt = threading.Event()
@@ -158,10 +182,13 @@ class ResourceMonitor(threading.Thread):
         self._halt.set()
 
     def _cpu(self, stages: dict[str, Any]) -> dict[int, tuple[str, float]]:
+        """CPU seconds so far of every worker that is up, by pid: (stage group, seconds). With
+        ``published``, a process counts from its first heartbeat on (a capture started inside
+        the window: its imports are a start-up cost, not a frame's)."""
         out = {}
         for name, st in stages.items():
             pid = st.get("pid")
-            if not pid or not st.get("up"):
+            if not pid or not st.get("up") or (self.published is not None and st.get("state") == "starting"):
                 continue
             try:
                 if pid not in self._procs:
@@ -181,12 +208,23 @@ class ResourceMonitor(threading.Thread):
         host0 = host1 = None
         gpu_util: list[float] = []
         gpu_mem: list[float] = []
+        done = published0 = published1 = 0
         while not self._halt.wait(self.interval_s):
             stages = self.snapshot()["stages"]
-            caps = [st for name, st in stages.items() if name.startswith("capture:")]
-            streaming = bool(caps) and all(
-                st["state"] in ("streaming", "running") and st["up"] for st in caps
-            )
+            if self.published is not None:  # every stage ready .. `until` frames published
+                done = self.published()
+                if not t_open:
+                    workers = [st for name, st in stages.items() if not name.startswith("capture:")]
+                    if workers and all(st["state"] == "running" and st["up"] for st in workers):
+                        t_open, host0, published0 = time.monotonic(), psutil.cpu_times(), done
+                        start = self._cpu(stages)
+                    continue
+                streaming = published1 < self.until
+            else:
+                caps = [st for name, st in stages.items() if name.startswith("capture:")]
+                streaming = bool(caps) and all(
+                    st["state"] in ("streaming", "running") and st["up"] for st in caps
+                )
             if not t_open:
                 if streaming and not streaming_since:
                     streaming_since = time.monotonic()
@@ -201,11 +239,13 @@ class ResourceMonitor(threading.Thread):
                 start.setdefault(pid, value)  # a process that (re)started inside the window
             last = {**last, **now}
             t_close, host1 = time.monotonic(), psutil.cpu_times()
+            published1 = done
             if self.gpu is not None:
                 util, mem = self.gpu.sample()
                 if util is not None:
                     gpu_util.append(util)
                 gpu_mem.append(mem)
+        self.result.published = published1 - published0 if self.published is not None and t_close else 0
         self._finish(
             start, last, t_close - t_open if t_open and t_close else 0.0, host0, host1, gpu_util, gpu_mem
         )

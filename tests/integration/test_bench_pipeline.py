@@ -12,13 +12,15 @@ from tests.conftest import run_stream
 pytestmark = pytest.mark.timeout(600)
 
 FPS, DURATION = 5, 4
+CAPACITY_FRAMES = 4  # per stream, of the unpaced trial
 
 
 def test_reports_per_stream_and_overall_figures_and_the_naive_ratio(artifact_cache):
     r = run_stream(
         "bench", "pipeline", "--streams", "2", "--resolution", "320x240", "--duration", str(DURATION),
         "--fps", str(FPS), "--input-size", "320", "--sam-model", "tiny", "--device", "cpu",
-        "--naive-frames", "3", "--seed", "0", "--json",  # seed 0: the artifact other tests build
+        "--naive-frames", "3", "--capacity-frames", str(CAPACITY_FRAMES),
+        "--seed", "0", "--json",  # seed 0: the artifact other tests build
         env={"STREAM_CACHE": str(artifact_cache)}, timeout=480,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -56,6 +58,22 @@ def test_reports_per_stream_and_overall_figures_and_the_naive_ratio(artifact_cac
         report["naive_cpu_ms_per_frame_without_annotate"] / report["cpu_ms_per_frame"]
     )
     assert report["cpu_threads"]["detect"] >= 1 and report["cpu_threads"]["segment"] >= 1
+
+    # the capacity trial: the same sources not live, every frame published, none dropped
+    assert report["capacity_streams"] == 2 and report["capacity_frames"] == CAPACITY_FRAMES
+    assert report["capacity_frames_published"] == 2 * CAPACITY_FRAMES
+    assert report["capacity_drops"] == 0 and report["capacity_drop_reasons"] == {}
+    assert report["capacity_seconds"] > 0
+    assert report["capacity_fps"] == pytest.approx((2 * CAPACITY_FRAMES - 1) / report["capacity_seconds"])
+    assert report["capacity_cpu_ms_per_frame"] == pytest.approx(
+        sum(report["capacity_cpu_ms_per_frame_per_stage"].values()), rel=0.02
+    )
+    assert report["capacity_cpu_ms_per_frame_per_stage"]["detect"] > 0
+    assert report["capacity_cpu_ms_per_frame_per_stage"]["segment"] > 0
+    assert report["ratio_capacity"] == pytest.approx(report["capacity_fps"] / report["naive_fps"])
+    assert report["ratio_capacity_without_annotate"] == pytest.approx(
+        report["capacity_fps"] / report["naive_fps_without_annotate"]
+    )
 
 
 def test_bad_resolution_is_refused_naming_the_option(tmp_path):
