@@ -9,14 +9,16 @@ Policies (DESIGN.md):
 - live sources never block: a full downstream queue drops the frame at the
   edge ("downstream busy", counted); ring slots are overwritten regardless and
   readers detect it by generation.
-- live sources keep frame age bounded: with shared-memory pixels at most
-  ``max_in_flight`` frames of a live source are between capture and the end of
-  the pipeline, stalled or not (``InFlight``: a frame counts until its ring slot is
-  released, by the last stage or by whoever dropped it). A reconnecting live
+- live sources keep frame age bounded: at most ``max_in_flight`` frames of a
+  live source are between capture and the end of the pipeline, stalled or not
+  (``InFlight``: a frame counts until its ring slot is released, by the last stage
+  or by whoever dropped it). With inline pixels the slot holds no pixels: the
+  capture reserves it (``FrameRing.reserve``) and the frame carries it as its
+  ``Credit``, released the same way; on a split host the stage that sends over
+  the hop releases it (the bound covers this host's part of the pipeline). A reconnecting live
   source (``LiveSource``: rtsp/rtmp/http/webcam) is read only when there is room,
   so the frame sent is the newest one (its edge buffer drops the oldest); other
-  live sources drop the frame at hand. With inline pixels the socket buffers hold
-  only a few frames, and the limit is not needed.
+  live sources drop the frame at hand.
 - frames a LiveSource lost (corrupt, dropped from its edge buffer, an outage)
   take up seqs and are recorded as drops with that reason, so the summary and
   /metrics count them; after a reconnect a ``Reset`` goes downstream before the
@@ -42,6 +44,7 @@ import zmq
 
 from stream.errors import SourceError
 from stream.messages import (
+    Credit,
     EndOfStream,
     Frame,
     FrameHeader,
@@ -67,7 +70,7 @@ SLOT_POLL_MIN_S, SLOT_POLL_MAX_S = 0.0005, 0.004  # a file's wait for a ring slo
 @dataclass
 class _Sent:
     seq: int
-    ref: PixelRef
+    ref: PixelRef | Credit
     at: float  # monotonic time sent
     epoch: int  # the ring's epoch when sent
 
@@ -100,7 +103,7 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._out)
 
-    def sent(self, seq: int, ref: PixelRef, ring: FrameRing) -> None:
+    def sent(self, seq: int, ref: PixelRef | Credit, ring: FrameRing) -> None:
         self._out.append(_Sent(seq, ref, self._clock(), ring.epoch))
 
     def timeout_s(self) -> float:
@@ -171,7 +174,7 @@ class CaptureRunner:
         reason = "end of input"
         live_src = self.source if isinstance(self.source, LiveSource) else None
         inflight = None
-        if spec.live and not spec.inline_pixels:
+        if spec.live:
             inflight = InFlight(getattr(self.source, "max_in_flight", DEFAULT_MAX_IN_FLIGHT), source=spec.source_id)
         try:
             self._set_state("connecting")
@@ -226,9 +229,14 @@ class CaptureRunner:
                 if not spec.live and not spec.inline_pixels and not ring.slot_free(seq):
                     self._wait_slot(ring, seq)
                 capture_ns = int(item.extra.get("capture_ns") or now_ns())
+                ref: PixelRef | Credit | None = None
                 if spec.inline_pixels:
+                    # a live frame's in-flight credit: a ring slot without pixels
+                    credit = ring.reserve(seq, item.pts) if inflight is not None else None
+                    ref = credit
                     header = FrameHeader(spec.source_id, seq, item.pts, (tb.numerator, tb.denominator),
-                                         capture_ns, (("capture", now_ns()),), random_weights=spec.random_weights)
+                                         capture_ns, (("capture", now_ns()),), credit=credit,
+                                         random_weights=spec.random_weights)
                     # a copy: the send is zero-copy and the source may reuse its buffer meanwhile
                     # (the pattern source does), which would put a later frame's pixels in this one
                     frame = Frame(header, image=np.array(item.image))
@@ -246,12 +254,12 @@ class CaptureRunner:
                 parts = encode_frame(frame, inline_image=spec.inline_pixels)
                 if send_parts(out, parts, block=not spec.live, timeout_s=0.2, should_stop=self.stop):
                     self.counters.frames_out += 1
-                    if inflight is not None and header.pixels is not None:
-                        inflight.sent(seq, header.pixels, ring)
+                    if inflight is not None and ref is not None:
+                        inflight.sent(seq, ref, ring)
                 else:
                     self.counters.drop(spec.source_id, seq, "downstream busy" if spec.live else "stopped")
-                    if header.pixels is not None:
-                        ring.release(header.pixels)
+                    if ref is not None:
+                        ring.release(ref)
                 seq += 1
                 ring.set_next_seq(seq)
             self._set_state("done")

@@ -62,6 +62,17 @@ class PixelRef(msgspec.Struct, frozen=True, array_like=True):
     channels: int = 3
 
 
+class Credit(msgspec.Struct, frozen=True, array_like=True):
+    """A live frame's place in its source's in-flight budget while its pixels travel
+    inline: the ring slot the capture reserved for it (``FrameRing.reserve``, no pixels
+    in it). ring, slot, generation: as in ``PixelRef``. Released like a slot
+    (``FrameRing.release``) by the last stage or whichever stage drops the frame."""
+
+    ring: str
+    slot: int
+    generation: int
+
+
 class FrameHeader(msgspec.Struct, frozen=True, tag="frame"):
     """Identity and timing of one frame.
 
@@ -71,6 +82,8 @@ class FrameHeader(msgspec.Struct, frozen=True, tag="frame"):
         per-hop and end-to-end latency can be measured on every frame.
     pixels: shared-memory reference, or None when pixels travel inline as the
         array named "image" (tcp transport) or the frame has no pixels.
+    credit: with inline pixels, a live frame's in-flight credit (``Credit``); None
+        otherwise, and once the frame left its source's host (stream.split).
     arrays: specs of the array parts that follow the header, in order.
     random_weights: True when any model on the path ran with random weights;
         every output shows this.
@@ -83,6 +96,7 @@ class FrameHeader(msgspec.Struct, frozen=True, tag="frame"):
     capture_ns: int
     stamps: tuple[tuple[str, int], ...] = ()
     pixels: PixelRef | None = None
+    credit: Credit | None = None
     arrays: tuple[ArraySpec, ...] = ()
     random_weights: bool = False
     version: int = SCHEMA_VERSION

@@ -22,6 +22,7 @@ import zmq
 from stream.errors import FrameDropped, ProtocolError, StreamError, TransportError
 from stream.messages import (
     Control,
+    Credit,
     EndOfStream,
     Frame,
     PixelRef,
@@ -302,6 +303,10 @@ class StageRunner:
             px = msg.header.pixels
             if px is not None and msg.image is None and not px.ring.endswith(f"-{source}.ring"):
                 raise ProtocolError(f"source={source} seq={msg.seq}: ring {px.ring[:80]!r} is not this source's")
+            credit = msg.header.credit
+            if credit is not None and not credit.ring.endswith(f"-{source}.ring"):
+                raise ProtocolError(f"source={source} seq={msg.seq}: credit ring {credit.ring[:80]!r} "
+                                    "is not this source's")
         return msg
 
     def _malformed(self, exc: ProtocolError) -> None:
@@ -358,9 +363,10 @@ class StageRunner:
         self._release(frame)
 
     def _release(self, frame: Frame) -> None:
-        """This frame's way ends here (delivered or dropped): free its ring slot."""
-        px = frame.header.pixels
-        if px is None or self.spec.inline_pixels:
+        """This frame's way ends here (delivered, dropped, or handed to the other host of a
+        split): free its ring slot, or with inline pixels its in-flight credit."""
+        px: PixelRef | Credit | None = frame.header.credit if self.spec.inline_pixels else frame.header.pixels
+        if px is None:
             return
         try:
             ring = self._rings.get(px.ring)
@@ -437,12 +443,16 @@ class StageRunner:
             self._release(frame)
             self.counters.frames_out += 1
             return
-        parts = encode_frame(frame, inline_image=self.spec.inline_pixels, image_codec=self.spec.image_codec,
+        hop = self.spec.report  # sends to the other host of a split, which cannot see this host's rings
+        sending = frame.with_header(credit=None) if hop and frame.header.credit is not None else frame
+        parts = encode_frame(sending, inline_image=self.spec.inline_pixels, image_codec=self.spec.image_codec,
                              jpeg_quality=self.spec.jpeg_quality)
         # a drain must reach a stage blocked here (its downstream gone, e.g. the other host)
         if send_parts(self.out, parts, block=True, timeout_s=0.2, should_stop=self._should_stop_sending,
                       on_wait=self._poll_control_once):
             self.counters.frames_out += 1
+            if hop:  # its way on this host ends here
+                self._release(frame)
             if self.reporter is not None:  # reports what it handed to the next host
                 self.reporter.write(frame)
         else:

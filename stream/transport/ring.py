@@ -17,6 +17,11 @@ stage or capture that drops it (filtered, failed, stale, …). A file source
 but counts the frames not yet released against its ``max_in_flight``. A frame
 held by a process that crashed is never released: the supervisor then bumps the
 ring's ``epoch``, which tells the capture that frames written before it may be lost.
+
+With inline pixels (``transport.pixels: inline``) a live source's ring holds no
+pixels, only the slot table: the capture reserves a slot for each frame
+(``reserve``) and the frame carries it as its ``Credit``, released the same way,
+so the same ``max_in_flight`` bound holds.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.errors import ProtocolError, TransportError
-from stream.messages import PixelRef
+from stream.messages import Credit, PixelRef
 
 _MAGIC = 0x5354524D52494E47  # "STRMRING"
 _HEADER_BYTES = 4096
@@ -124,7 +129,7 @@ class FrameRing:
         """Grows whenever a frame is released: progress, as the capture sees it."""
         return int(self._head[6])
 
-    def release(self, ref: PixelRef) -> None:
+    def release(self, ref: PixelRef | Credit) -> None:
         """The frame ``ref`` points at is done (delivered, or dropped anywhere): its slot may
         be reused. A no-op when the slot already holds another frame. ``ref`` must have
         passed ``check``."""
@@ -137,7 +142,7 @@ class FrameRing:
         if seq > self._head[3]:
             self._head[3] = seq
 
-    def released(self, ref: PixelRef) -> bool:
+    def released(self, ref: PixelRef | Credit) -> bool:
         """True once the frame ``ref`` points at was released, or its slot was reused since."""
         row = self._table[ref.slot]
         return int(row[0]) != ref.generation or int(row[7]) == ref.generation
@@ -186,12 +191,24 @@ class FrameRing:
         row[0] = gen + 1  # even: committed
         return PixelRef(self.name, slot, gen + 1, h, w, c)
 
+    def reserve(self, seq: int, pts: int = 0) -> Credit:
+        """Take slot seq % slots for a frame whose pixels travel inline (no copy): a new
+        generation, so ``released`` works for it as for a written frame."""
+        slot = seq % self.slots
+        row = self._table[slot]
+        gen = int(row[0]) + 2 - int(row[0]) % 2  # the next even generation
+        row[1:7] = (seq, 0, 0, 0, 0, pts)
+        row[0] = gen
+        return Credit(self.name, slot, gen)
+
     # --- reader ----------------------------------------------------------
-    def check(self, ref: PixelRef) -> None:
-        """Raise ProtocolError unless ``ref`` names a slot of this ring and an image that
-        fits in it (a crafted or corrupt message must not index outside the mapping)."""
+    def check(self, ref: PixelRef | Credit) -> None:
+        """Raise ProtocolError unless ``ref`` names a slot of this ring and (a PixelRef) an
+        image that fits in it (a crafted or corrupt message must not index outside the mapping)."""
         if not 0 <= ref.slot < self.slots:
             raise ProtocolError(f"ring {self.name}: slot {ref.slot} outside 0..{self.slots - 1}")
+        if isinstance(ref, Credit):
+            return
         if min(ref.height, ref.width, ref.channels) < 1 or ref.height * ref.width * ref.channels > self.slot_bytes:
             raise ProtocolError(f"ring {self.name}: a {ref.height}x{ref.width}x{ref.channels} image does not fit "
                                 f"a slot of {self.slot_bytes} B")

@@ -88,11 +88,14 @@ def _age_at(record: dict, stage: str) -> float:
 
 
 @pytest.mark.parametrize("then", ["resumed", "restarted"])
-def test_a_stopped_stage_is_not_fed_and_stale_frames_never_reach_the_next_stage(tmp_path, then):
+@pytest.mark.parametrize("pixels", ["shm", "inline"])
+def test_a_stopped_stage_is_not_fed_and_stale_frames_never_reach_the_next_stage(tmp_path, pixels, then):
     # A live source (max_in_flight 2, stale_after_s 1); the middle stage is stopped for 4 s,
     # then continued (SIGCONT), or killed and restarted by the supervisor (heartbeat timeout).
     # Before: the capture forgot in-flight frames after ~1 s and kept sending about one a
-    # second; afterwards a burst of frames seconds old went through every stage.
+    # second; afterwards a burst of frames seconds old went through every stage. With inline
+    # pixels the capture did not count frames in flight at all: stage 0 forwarded 47 more
+    # frames during the stop (they queued in the socket buffers).
     stale_after_s = 1.0
     cfg = write_config(
         tmp_path,
@@ -101,6 +104,7 @@ def test_a_stopped_stage_is_not_fed_and_stale_frames_never_reach_the_next_stage(
         ["passthrough", "passthrough", "passthrough"],
         supervisor={"heartbeat_timeout_s": 30.0 if then == "resumed" else 2.0, "heartbeat_interval_s": 0.25,
                     "restart_backoff_s": 0.1},
+        transport={"pixels": pixels, "endpoints": "tcp" if pixels == "inline" else "ipc"},
     )
     port = yaml.safe_load(cfg.read_text())["metrics"]["port"]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stream.errors import ProtocolError
-from stream.messages import EndOfStream, Frame, FrameHeader, PixelRef, decode, encode_frame, encode_message
+from stream.messages import Credit, EndOfStream, Frame, FrameHeader, PixelRef, decode, encode_frame, encode_message
 
 
 def header(**kw: object) -> FrameHeader:
@@ -38,6 +38,19 @@ def test_inline_image_travels_in_the_message():
     g = roundtrip(Frame(header(), image=img), inline_image=True)
     np.testing.assert_array_equal(g.image, img)
     assert g.header.pixels is None
+
+
+def test_an_inline_frame_carries_its_in_flight_credit_and_a_malformed_one_is_a_protocol_error():
+    img = np.zeros((2, 2, 3), np.uint8)
+    g = roundtrip(Frame(header(credit=Credit("run-cam.ring", 3, 8)), image=img), inline_image=True)
+    assert g.header.credit == Credit("run-cam.ring", 3, 8) and g.header.pixels is None
+    topic, head, *rest = [bytes(p) for p in encode_frame(Frame(header(), image=img), inline_image=True)]
+    doc = msgspec.json.decode(head) if head.startswith(b"{") else msgspec.msgpack.decode(head)
+    for bad in (["run-cam.ring", "3", 8], ["run-cam.ring", 3], "x", [None, 3, 8]):
+        forged = {**doc, "credit": bad}
+        enc = msgspec.json.encode(forged) if head.startswith(b"{") else msgspec.msgpack.encode(forged)
+        with pytest.raises(ProtocolError):
+            decode([topic, enc, *rest])
 
 
 def test_evolve_never_mutates_the_input():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -228,3 +229,30 @@ def test_the_output_stage_is_an_ordinary_stage_its_sinks_get_stamped_frames_and_
     assert max(hb.frames_out for hb in result.heartbeats) == len(frames)
     (report,) = result.reports
     assert {s.source: s.received for s in report.sources} == {"cam": 5, "lobby": 3}
+
+
+@pytest.mark.parametrize("hop", [False, True])
+def test_with_inline_pixels_a_frame_s_credit_comes_back_when_its_way_ends_here(harness, hop):
+    """Inline pixels: each live frame carries the ring slot its capture reserved (its in-flight
+    credit). A drop releases it; a forwarded frame keeps it, unless the stage sends over the hop
+    of a split (``report``): the other host cannot see this host's rings, so it is released
+    there and does not cross. A credit naming another source's ring is refused, not released."""
+    from stream.messages import FrameHeader
+
+    ring, other = harness.rings["cam"], harness.rings["lobby"]
+
+    def inline(seq: int, credit_ring: Any = ring) -> tuple[Frame, Any]:
+        credit = credit_ring.reserve(seq, pts=seq)
+        header = FrameHeader("cam", seq, seq, (1, 30), time.time_ns(), credit=credit)
+        return Frame(header, image=np.full((4, 4, 3), seq % 256, np.uint8)), credit
+
+    sent = [inline(s) for s in range(6)]
+    forged, forged_credit = inline(6, credit_ring=other)
+    messages = [encode_frame(f, inline_image=True) for f, _ in [*sent, (forged, forged_credit)]]
+    result = harness.run(Filter(), messages, inline_pixels=True, report=hop)
+    assert result.seqs == [2, 5] and result.errors == 2 + 1  # seqs 0 and 3 fail; the forged frame
+    credits = {f.seq: c for f, c in sent}
+    assert all(ring.released(credits[s]) for s in (0, 1, 3, 4))  # dropped: their credit is back
+    assert all(ring.released(credits[s]) == hop for s in (2, 5))  # forwarded: still out, unless over the hop
+    assert all((f.header.credit is None) == hop for f in result.frames)
+    assert not other.released(forged_credit)
