@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 
 from stream.errors import ProtocolError
-from stream.messages import Credit, EndOfStream, Frame, FrameHeader, PixelRef, decode, encode_frame, encode_message
+from stream.messages import (
+    Credit,
+    EndOfStream,
+    Frame,
+    FrameHeader,
+    PixelRef,
+    decode,
+    encode_frame,
+    encode_message,
+)
 
 
 def header(**kw: object) -> FrameHeader:
