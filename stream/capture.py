@@ -124,6 +124,12 @@ class InFlight:
         self._out = keep
         return len(self._out) < self.limit
 
+    def holds(self, slot: int, ring: FrameRing) -> bool:
+        """True while a frame in flight (sent, neither released nor presumed lost) is in ring
+        slot ``slot``. Seqs skip when frames are dropped at the edge, so the slot of the next
+        seq (seq % ring.slots) can still hold a frame sent ``ring.slots`` seqs ago or more."""
+        return any(item.ref.slot == slot and not ring.released(item.ref) for item in self._out)
+
 
 @dataclass(frozen=True)
 class CaptureSpec:
@@ -209,7 +215,10 @@ class CaptureRunner:
                     self._send_reset(seq, str(item.extra["reset"]))
                 self.counters.frames_in += 1
                 self.counters.last_seq[spec.source_id] = seq
-                if live_src is None and inflight is not None and not inflight.has_room(ring):
+                if inflight is not None and ((live_src is None and not inflight.has_room(ring))
+                                             or inflight.holds(seq % ring.slots, ring)):
+                    # no room, or this seq's ring slot holds a frame still in flight: writing it
+                    # would overwrite that frame (and waste what the stages did with it)
                     self.counters.drop(spec.source_id, seq, "downstream busy")
                     seq += 1
                     ring.set_next_seq(seq)

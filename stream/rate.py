@@ -1,5 +1,6 @@
-"""One definition of a source's frame rate, used by every figure the output side shows
-(the overlay's status line, the live page, the periodic status line).
+"""One definition of a source's frame rate, used by the figures the output side shows
+(the overlay's status line and the live page); the periodic status line (stream.status)
+counts the same way, frames that reached the end over its own interval.
 
 fps = frames that arrived in the last ``window_s`` seconds / ``window_s`` (the window
 shrinks to the meter's age, at least 1 s, while it is younger than ``window_s``). A burst

@@ -133,12 +133,20 @@ class Supervisor:
                 module.preflight(cfg)  # e.g. weights present; before any process starts
         infos = {}
         captures_here = self.split is None or self.split.upstream
-        for s in cfg.sources if captures_here else ():  # downstream of a split: the sources are elsewhere
-            src = open_source(s)
-            try:
-                infos[s.id] = src.open()
-            finally:
-                src.close()
+        # the capture opens each source again and logs what it finds there (e.g. MOT scores
+        # outside [0, 1]): the probe keeps quiet below errors, so the run says it once
+        sources_log = logging.getLogger("stream.sources")
+        level = sources_log.level
+        sources_log.setLevel(logging.ERROR)
+        try:
+            for s in cfg.sources if captures_here else ():  # downstream of a split: the sources are elsewhere
+                src = open_source(s)
+                try:
+                    infos[s.id] = src.open()
+                finally:
+                    src.close()
+        finally:
+            sources_log.setLevel(level)
         if cfg.metrics.enabled:
             check_tcp_port_free(cfg.metrics.host, cfg.metrics.port, "metrics.port")
         for stale in remove_stale_run_files(shm_dir(), Path(tempfile.gettempdir())):

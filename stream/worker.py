@@ -109,8 +109,8 @@ def main() -> int:
             source_cfg = next(s for s in config.sources if s.id == cspec.source_id)
             return CaptureRunner(open_source(source_cfg), cspec).run()
         from stream.loading import loading_heartbeat
+        from stream.runner import StageRunner, WorkerSpec
         from stream.runtime import one_line, report_failed_start
-        from stream.stage import StageRunner, WorkerSpec
         from stream.stages import build_stage
 
         spec = WorkerSpec(**{**request["spec"], "sources": tuple(request["spec"]["sources"])})

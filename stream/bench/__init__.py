@@ -28,10 +28,13 @@ BENCHMARKS = ("transport", "detect", "track", "segment", "outputs", "sources", "
 @dataclass
 class BenchResult:
     """rows: one dict per measured configuration (same keys in each row).
-    summary: the headline figures (the keys an issue names, e.g. shm_fps)."""
+    summary: the headline figures (the keys an issue names, e.g. shm_fps).
+    failures: one line per bound the run broke; the command still prints the figures
+    (table or ``--json``), then each line, and exits 1."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """What ``--json`` prints: the summary's keys and ``rows``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from importlib import import_module
 from typing import Any
 
@@ -35,6 +36,8 @@ def _make_handler(module: Any) -> Any:
             print(format_table(result.rows))
             for key, value in result.summary.items():
                 print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-        return 0
+        for line in result.failures:
+            print(f"stream: {args.bench} failed: {line}", file=sys.stderr)
+        return 1 if result.failures else 0
 
     return handler

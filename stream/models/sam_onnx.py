@@ -9,7 +9,7 @@ transposes, adds, softmaxes and layer norms around the matmuls.
 
 ``OrtSamDecoder.export`` traces the model's own modules (box prompts only,
 one mask per box) with ``torch.onnx.export`` (a few seconds) and opens a session with
-``threads`` intra-op threads, spinning off (see ``stream.models.yolo_nas_onnx``).
+``threads`` intra-op threads, spinning off (``stream.models.onnx_cpu``).
 ``OrtSamDecoder.load`` does that through a cache folder: the file
 ``sam_<arch>-decoder-<key[:16]>.onnx``, key = sha256 of the decoder's and prompt
 encoder's tensors (names, dtypes, shapes, bytes: the weights that are really loaded,
@@ -23,8 +23,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +32,8 @@ import numpy as np
 import torch
 
 from stream.errors import ModelError
+from stream.models import onnx_cpu
+from stream.models.cache_file import write_atomic
 
 if TYPE_CHECKING:
     from stream.models.sam import SamModel
@@ -46,18 +46,9 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
 def resolve_runtime(runtime: str, device: torch.device) -> str:
-    """'auto' → 'onnxruntime' on the CPU, 'torch' elsewhere; ModelError for an unknown name or
-    ONNX Runtime on a GPU (only its CPU provider is installed)."""
-    if runtime not in RUNTIMES:
-        raise ModelError(f"segment.runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
-    if runtime == "auto":
-        return "onnxruntime" if device.type == "cpu" else "torch"
-    if runtime == "onnxruntime" and device.type != "cpu":
-        raise ModelError(
-            f"segment.runtime 'onnxruntime' runs on the CPU only, segment.device is {device}; "
-            "use 'torch' (or 'auto') on CUDA"
-        )
-    return runtime
+    """``segment.runtime`` on ``device``: 'auto' → 'onnxruntime' on the CPU, 'torch' elsewhere
+    (``stream.models.onnx_cpu.resolve_runtime``: ModelError for an unknown name or ONNX Runtime on a GPU)."""
+    return onnx_cpu.resolve_runtime("segment", runtime, device, runtimes=RUNTIMES, gpu_runtime="torch")
 
 
 class _BoxDecoder(torch.nn.Module):
@@ -86,16 +77,7 @@ class OrtSamDecoder:
     torch tensors like ``_BoxDecoder``, returns float32 CPU tensors."""
 
     def __init__(self, model_bytes: bytes, *, threads: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        self.session = onnx_cpu.cpu_session(model_bytes, threads=threads)
         self.threads = threads
 
     @classmethod
@@ -114,15 +96,7 @@ class OrtSamDecoder:
             except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own untyped errors
                 log.warning("cannot read the cached SAM decoder %s (%s); exporting it again", path, exc)
         data = _export_bytes(model)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomic(path, lambda name: Path(name).write_bytes(data))
         return cls(data, threads=threads)
 
     def __call__(self, features: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,10 +108,8 @@ class OrtSamDecoder:
 
 def decoder_key(model: SamModel) -> str:
     """Hex sha256 of what the exported decoder depends on (see the module docstring)."""
-    import onnxruntime
-
     h = hashlib.sha256(json.dumps({"format": FORMAT, "opset": OPSET, "arch": model.arch.name,
-                                   "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}).encode())
+                                   "torch": torch.__version__, "onnxruntime": onnx_cpu.ort_version()}).encode())
     for part in (model.sam.prompt_encoder, model.sam.mask_decoder):
         for name, t in part.state_dict().items():
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())

@@ -34,8 +34,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -44,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from stream.errors import ModelError, WeightsError
+from stream.models import onnx_cpu
+from stream.models.cache_file import write_atomic
 from stream.models.yolo_nas import (
     YoloNasModel,
     build_yolo_nas,
@@ -153,7 +153,6 @@ def export_artifact(model: YoloNasModel, path: Path, *, default_names: Sequence[
     with torch.no_grad(), _torchscript():
         traced = torch.jit.trace(model.module, example, check_trace=False)
         frozen = torch.jit.freeze(traced.eval())
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": ARTIFACT_FORMAT,
         "arch": model.arch,
@@ -167,19 +166,12 @@ def export_artifact(model: YoloNasModel, path: Path, *, default_names: Sequence[
     }
     if default_names is not None:
         meta["class_names"] = list(default_names)
-    # Write to temporary names then rename: a second worker never reads a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def save(name: str) -> None:
         with _torchscript():
-            torch.jit.save(frozen, tmp)
-        meta_tmp = Path(tmp).with_suffix(".json.tmp")
-        meta_tmp.write_text(json.dumps(meta, indent=1))
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared by the stage processes' users
-        os.replace(meta_tmp, path.with_suffix(".json"))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+            torch.jit.save(frozen, name)
+
+    write_atomic(path, save, meta=meta)  # a second worker never reads a half-written file
     log.info("exported %s to %s in %.1f s", model.arch, path, time.perf_counter() - started)
 
 
@@ -232,19 +224,10 @@ RUNTIMES = ("auto", "torchscript", "onnxruntime")
 
 
 def resolve_runtime(runtime: str, device: Any) -> str:
-    """'auto' → 'onnxruntime' on the CPU (faster there, see stream.models.yolo_nas_onnx) and
-    'torchscript' on CUDA; the others as given. ModelError for an unknown name or ONNX
-    Runtime on a GPU (only its CPU provider is installed)."""
-    if runtime not in RUNTIMES:
-        raise ModelError(f"detect.runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
-    if runtime == "auto":
-        return "onnxruntime" if device.type == "cpu" else "torchscript"
-    if runtime == "onnxruntime" and device.type != "cpu":
-        raise ModelError(
-            f"detect.runtime 'onnxruntime' runs on the CPU only, detect.device is {device}; "
-            "use 'torchscript' (or 'auto') on CUDA"
-        )
-    return runtime
+    """``detect.runtime`` on ``device``: 'auto' → 'onnxruntime' on the CPU (faster there, see
+    stream.models.yolo_nas_onnx) and 'torchscript' on CUDA (``stream.models.onnx_cpu.resolve_runtime``:
+    ModelError for an unknown name or ONNX Runtime on a GPU)."""
+    return onnx_cpu.resolve_runtime("detect", runtime, device, runtimes=RUNTIMES, gpu_runtime="torchscript")
 
 
 def load_yolo_nas(

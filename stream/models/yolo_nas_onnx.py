@@ -15,9 +15,8 @@ classes, input size, dtype, device, versions), ``FORMAT``, ``OPSET`` and the
 onnxruntime and torch versions, so a change of any of them exports again. Outputs
 match the TorchScript path within float32 rounding (tests/unit/test_detect_fidelity.py).
 
-Sessions run sequentially on ``threads`` intra-op threads with spinning off: in a
-pipeline of processes sharing few cores, a spinning idle pool thread takes a core
-from another stage.
+Sessions run sequentially on ``threads`` intra-op threads with spinning off
+(``stream.models.onnx_cpu``).
 """
 
 from __future__ import annotations
@@ -25,14 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from stream.errors import ModelError
+from stream.models import onnx_cpu
+from stream.models.cache_file import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +40,11 @@ OPSET = 17
 _EXPORT_BATCH = 2
 
 
-def _ort_version() -> str:
-    import onnxruntime
-
-    return str(onnxruntime.__version__)
-
-
 def onnx_path(ts_path: Path) -> Path:
     """The ONNX artifact derived from the TorchScript artifact at ``ts_path``."""
     import torch
 
-    fields = {"ts": ts_path.name, "format": FORMAT, "opset": OPSET, "onnxruntime": _ort_version(),
+    fields = {"ts": ts_path.name, "format": FORMAT, "opset": OPSET, "onnxruntime": onnx_cpu.ort_version(),
               "torch": torch.__version__}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     return ts_path.with_name(f"{ts_path.stem}-ort-{key[:12]}.onnx")
@@ -64,25 +57,18 @@ def export_onnx(module: Any, path: Path, *, input_size: int, meta: dict[str, Any
 
     example = torch.rand(_EXPORT_BATCH, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def export(name: str) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             # a TorchScript module has no Python signature to read input names from: we give them
             warnings.filterwarnings("ignore", message="no signature found", category=UserWarning)
             torch.onnx.export(
-                module, (example,), tmp, dynamo=False, opset_version=OPSET, input_names=["images"],
+                module, (example,), name, dynamo=False, opset_version=OPSET, input_names=["images"],
                 output_names=["boxes", "scores"],
                 dynamic_axes={"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
             )
-        meta_tmp = Path(tmp).with_suffix(".json.tmp")
-        meta_tmp.write_text(json.dumps({**meta, "runtime": "onnxruntime", "onnx_format": FORMAT}, indent=1))
-        os.chmod(tmp, 0o644)
-        os.replace(meta_tmp, path.with_suffix(".json"))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    write_atomic(path, export, meta={**meta, "runtime": "onnxruntime", "onnx_format": FORMAT})
     log.info("exported %s to ONNX %s in %.1f s", meta.get("arch"), path, time.perf_counter() - started)
 
 
@@ -91,17 +77,8 @@ class OrtModule:
     (B, 3, S, S) float32 CPU tensor → (boxes (B, A, 4), scores (B, A, C)) float32 CPU tensors."""
 
     def __init__(self, path: Path, *, threads: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3  # errors only: its warnings are about graph rewrites
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = onnx_cpu.cpu_session(path, threads=threads)
         except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own untyped errors
             raise ModelError(f"cannot read the cached model {path} ({type(exc).__name__}: {exc}); "
                              "delete it to rebuild") from exc

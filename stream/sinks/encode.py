@@ -284,6 +284,27 @@ class EncoderPool:
     def add_consumer(self, consumer: PacketConsumer) -> None:
         self.consumers.append(consumer)
 
+    @classmethod
+    def attach(
+        cls,
+        consumer: PacketConsumer,
+        shared: EncoderPool | None,
+        *,
+        annotated: bool,
+        encoder: EncoderConfig,
+        codec: str | None = None,
+        label: str = "h264",
+    ) -> PoolAttachment:
+        """``consumer`` on the output stage's ``shared`` pool, or (None: the sink was built alone,
+        as in tests and benchmarks) on a pool of its own with these settings, which the sink
+        then feeds (``PoolAttachment``). codec: its own pool's encoder name; None resolves
+        ``encoder.codec`` ('auto' probes NVENC once; ``label`` names the sink in that log line)."""
+        pool = shared if shared is not None else cls(
+            annotated=annotated, encoder=encoder, codec=codec or resolve_codec(encoder.codec, label)
+        )
+        pool.add_consumer(consumer)
+        return PoolAttachment(pool, own=shared is None)
+
     def _wanted(self, source: str) -> bool:
         return any(c.wants_packets(source) for c in self.consumers)
 
@@ -355,6 +376,32 @@ class EncoderPool:
             s: {"frames": e.frames, "dropped": e.worker.dropped, "streams": e.generation}
             for s, e in self._sources.items()
         }
+
+
+@dataclass(frozen=True)
+class PoolAttachment:
+    """A sink's place on an ``EncoderPool`` (``EncoderPool.attach``). ``own``: the pool is the
+    sink's alone, so the sink hands it its frames and the stream's ends; on the output stage's
+    shared pool the stage does that (the pool is one of its sinks) and these calls do nothing."""
+
+    pool: EncoderPool
+    own: bool
+
+    def write(self, frame: Frame) -> None:
+        if self.own:
+            self.pool.write(frame)
+
+    def reset(self, source: str) -> None:
+        if self.own:
+            self.pool.reset(source)
+
+    def end_source(self, source: str) -> None:
+        if self.own:
+            self.pool.end_source(source)
+
+    def close(self) -> None:
+        if self.own:
+            self.pool.close()
 
 
 class EncoderPools:

@@ -96,9 +96,8 @@ class LiveSink:
         self.hub = LiveHub(
             sources, max_fps=params.max_fps, jpeg_quality=params.jpeg_quality, class_names=class_names
         )
-        self._own_pool = encoders is None
-        self.pool = encoders or EncoderPool(annotated=True, encoder=EncoderConfig())
-        self.pool.add_consumer(self.hub.video)
+        self.encoding = EncoderPool.attach(self.hub.video, encoders, annotated=True, encoder=EncoderConfig())
+        self.pool = self.encoding.pool
         self.hub.video.request_keyframe = self.pool.request_keyframe
         try:
             self.server = LiveServer(self.hub, params.host, params.port, token or None, recordings)
@@ -124,7 +123,7 @@ class LiveSink:
         """The annotated picture is drawn only while someone watches ``source`` (MJPEG, or
         H.264 through the sink's own pool); without viewers the sink still gets every frame
         (for the object list), unannotated."""
-        return self.hub.watched(source) or (self._own_pool and self.pool.needs_picture(source))
+        return self.hub.watched(source) or (self.encoding.own and self.pool.needs_picture(source))
 
     def h264_watched(self, source: str) -> bool:
         """True while a viewer watches ``source`` over H.264 (the encoder runs for it)."""
@@ -132,17 +131,15 @@ class LiveSink:
 
     def write(self, frame: Frame) -> None:
         self.hub.offer(frame)
-        if self._own_pool and self.pool.needs_picture(frame.source):
+        if self.encoding.own and self.pool.needs_picture(frame.source):
             self.pool.write(frame)
 
     def reset(self, source: str) -> None:
-        if self._own_pool:
-            self.pool.reset(source)
+        self.encoding.reset(source)
 
     def end_source(self, source: str) -> None:
         self.hub.end_source(source)
-        if self._own_pool:
-            self.pool.end_source(source)
+        self.encoding.end_source(source)
 
     def set_sources(self, roster: Sequence[RosterEntry]) -> None:
         """Sources added or removed at runtime: the wall shows the run's sources now."""
@@ -153,8 +150,7 @@ class LiveSink:
         self.hub.set_source_states(states)
 
     def close(self) -> None:
-        if self._own_pool:
-            self.pool.close()
+        self.encoding.close()
         self.hub.close()
         self.server.close()
 

@@ -48,7 +48,6 @@ from stream.messages import Frame, FrameHeader
 from stream.sections.sinks import RecordConfig, SinksConfig, check_sink_sources
 from stream.sinks import FAILED, NO_PIXELS, WRITTEN
 from stream.sinks.encode import EncodedPacket, EncoderPool, EncoderPools
-from stream.sinks.h264 import resolve_codec
 from stream.sinks.retention import apply_retention, new_segment_paths, source_dir
 from stream.sinks.segments import Segment
 
@@ -182,15 +181,12 @@ class RecordSink:
         self.root = Path(config.root).expanduser()
         self.root.mkdir(parents=True, exist_ok=True)
         self.root = self.root.resolve()
-        self._own_pool = encoders is None
-        self.pool = encoders or EncoderPool(
-            annotated=config.annotated,
-            encoder=config.encoder,
-            codec=codec or resolve_codec(config.encoder.codec, "record"),
+        self.encoding = EncoderPool.attach(
+            self, encoders, annotated=config.annotated, encoder=config.encoder, codec=codec, label="record"
         )
-        self.pool.add_consumer(self)
+        self.pool = self.encoding.pool
         # with a shared pool the stage hands the pictures to the pool, not to this sink
-        self.wants_annotated = config.annotated and self._own_pool
+        self.wants_annotated = config.annotated and self.encoding.own
         self.skipped = 0
         self._recorders: dict[str, _SourceRecorder] = {}
         self._lock = threading.Lock()  # guards _open and retention (encoder threads share them)
@@ -226,21 +222,17 @@ class RecordSink:
                     frame.seq,
                 )
             return
-        if self._own_pool:
-            self.pool.write(frame)
+        self.encoding.write(frame)
 
     def reset(self, source: str) -> None:
         """The source restarted (new geometry): its next frame starts a new segment."""
-        if self._own_pool:
-            self.pool.reset(source)
+        self.encoding.reset(source)
 
     def end_source(self, source: str) -> None:
-        if self._own_pool:
-            self.pool.end_source(source)
+        self.encoding.end_source(source)
 
     def close(self) -> None:
-        if self._own_pool:
-            self.pool.close()
+        self.encoding.close()
         self.maybe_retain(force=True)
 
     def stats(self) -> dict[str, dict[str, int]]:

@@ -45,7 +45,7 @@ from stream.sections.sinks import EncoderConfig, RestreamConfig, SinksConfig, ch
 from stream.sinks import WRITTEN
 from stream.sinks.background import QUEUE_FULL, BackgroundWorker
 from stream.sinks.encode import EncodedPacket, EncoderPool, EncoderPools
-from stream.sinks.h264 import check_image, resolve_codec
+from stream.sinks.h264 import check_image
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +189,11 @@ class RestreamSink:
         self.config = config
         self.key_interval_s = config.keyframe_s
         self.queue_size = config.queue_size
-        self._own_pool = encoders is None
-        self.pool = encoders or EncoderPool(
-            annotated=config.annotated,
-            encoder=config.encoder,
-            codec=codec or resolve_codec(config.encoder.codec, "restream"),
+        self.encoding = EncoderPool.attach(
+            self, encoders, annotated=config.annotated, encoder=config.encoder, codec=codec, label="restream"
         )
-        self.pool.add_consumer(self)
-        self.wants_annotated = config.annotated and self._own_pool
+        self.pool = self.encoding.pool
+        self.wants_annotated = config.annotated and self.encoding.own
         self._pushers: dict[str, _Pusher] = {}
 
     @property
@@ -235,22 +232,19 @@ class RestreamSink:
         if p.in_backoff():  # nothing is encoded for a publication that is waiting to retry
             p.worker.count_drop(frame.source, frame.seq, f"not connected to {p.masked}", reason="not connected")
             return
-        if self._own_pool:
+        if self.encoding.own:
             check_image(frame.image, self.name, frame.source, frame.seq)
-            self.pool.write(frame)
+        self.encoding.write(frame)
 
     def reset(self, source: str) -> None:
         """The source restarted: the encoder starts a new stream, and the push reconnects with it."""
-        if self._own_pool:
-            self.pool.reset(source)
+        self.encoding.reset(source)
 
     def end_source(self, source: str) -> None:
-        if self._own_pool:
-            self.pool.end_source(source)
+        self.encoding.end_source(source)
 
     def close(self) -> None:
-        if self._own_pool:
-            self.pool.close()
+        self.encoding.close()
         for p in self._pushers.values():
             p.worker.close(timeout=self.config.io_timeout_s + 10)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stream.config import Config
+from stream.errors import ConfigError
 from stream.messages import EndOfStream, Frame, Reset, RosterEntry, SourceReport
 from stream.runtime import LatencyWindow
 from stream.sinks import FAILED, MAX_CONSECUTIVE_FAILURES, Sink
@@ -134,24 +135,12 @@ class OutputStage(StageBase):
         if isinstance(msg, EndOfStream):
             self._stats.setdefault(msg.source, _SourceStats()).frames = msg.frames
         else:  # the source came back different: recorders start a new segment, trackers start fresh
-            for sink in self.sinks:
-                reset = getattr(sink, "reset", None)
-                if reset is not None:
-                    try:
-                        reset(msg.source)
-                    except Exception as exc:  # noqa: BLE001
-                        log.error("source=%s sink %s failed to reset: %s", msg.source, sink.name, exc)
+            self._each("reset", msg.source, source=msg.source, failed="to reset")
 
     def source_states(self, states: dict[str, str]) -> None:
         """The supervisor's capture state per source (connecting/streaming/stalled/failed/done),
         passed to every sink that shows it (``source_states``)."""
-        for sink in self.sinks:
-            show = getattr(sink, "source_states", None)
-            if show is not None:
-                try:
-                    show(states)
-                except Exception as exc:  # noqa: BLE001
-                    log.error("sink %s failed to take the source states: %s", sink.name, exc)
+        self._each("source_states", states, failed="to take the source states")
 
     def set_sources(self, roster: Sequence[RosterEntry]) -> None:
         """The run's sources changed at runtime (stream.roster): a source added again after
@@ -160,41 +149,37 @@ class OutputStage(StageBase):
             st = self._stats.get(e.source)
             if st is not None and st.frames >= 0:  # it ended before: this is a new stream
                 del self._stats[e.source]
-        for sink in self.sinks:
-            follow = getattr(sink, "set_sources", None)
-            if follow is not None:
-                try:
-                    follow(roster)
-                except Exception as exc:  # noqa: BLE001
-                    log.error("sink %s failed to take the new sources: %s", sink.name, exc)
+        self._each("set_sources", roster, failed="to take the new sources")
 
     def forget_source(self, source: str) -> None:
         """A source removed at runtime has ended: sinks free what they kept for it."""
-        for sink in self.sinks:
-            forget = getattr(sink, "forget_source", None)
-            if forget is not None:
-                try:
-                    forget(source)
-                except Exception as exc:  # noqa: BLE001
-                    log.error("source=%s sink %s failed to let it go: %s", source, sink.name, exc)
+        self._each("forget_source", source, source=source, failed="to let it go")
 
     def end_source(self, source: str) -> None:
-        for sink in self.sinks:
-            try:
-                sink.end_source(source)
-            except Exception as exc:  # noqa: BLE001
-                log.error("source=%s sink %s failed at end of stream: %s", source, sink.name, exc)
+        self._each("end_source", source, source=source, failed="at end of stream")
 
     def close(self) -> None:
         """Close every sink (once): queued frames are written first, so ``sink_outcomes`` is final."""
         if self._closed:
             return
         self._closed = True
+        self._each("close", failed="to close")
+
+    def _each(self, method: str, *args: object, failed: str, source: str | None = None) -> None:
+        """``method(*args)`` on every (enabled) sink that has it, in order. A sink that raises is
+        logged ("sink <name> failed <failed>", with the source when there is one) and the
+        others still get theirs."""
         for sink in self.sinks:
+            call = getattr(sink, method, None)
+            if call is None:
+                continue
             try:
-                sink.close()
-            except Exception as exc:  # noqa: BLE001
-                log.error("sink %s failed to close: %s", sink.name, exc)
+                call(*args)
+            except Exception as exc:  # noqa: BLE001 — one failing sink must not stop the others
+                if source is None:
+                    log.error("sink %s failed %s: %s", sink.name, failed, exc)
+                else:
+                    log.error("source=%s sink %s failed %s: %s", source, sink.name, failed, exc)
 
     def reports(self) -> tuple[SourceReport, ...]:
         return tuple(
@@ -221,8 +206,24 @@ SINK_MODULES = {
 # sinks whose build() takes the stage's shared H.264 encoders (stream.sinks.encode)
 H264_SINKS = ("record", "live", "restream")
 
+# the key named when a sink cannot create or open the path its section gives
+SINK_PATH_KEYS = {"jsonl": "sinks.jsonl.path", "record": "sinks.record.root"}
+
+
+def _build_sink(name: str, make: Callable[[], Sink]) -> Sink:
+    """``make()``; a file-system error there (a folder that cannot be made, a file in the way,
+    no permission) is a ConfigError naming the key: it would fail the same way on every
+    restart, so the run stops with it at once instead of crash-looping."""
+    try:
+        return make()
+    except OSError as exc:
+        key = SINK_PATH_KEYS.get(name, f"sinks.{name}")
+        what = f" {exc.filename}" if exc.filename else ""
+        raise ConfigError(f"{key}: cannot create or open{what}: {exc.strerror or exc}") from None
+
 
 def build(config: Config) -> OutputStage:
+    from functools import partial
     from importlib import import_module
     from pathlib import Path
 
@@ -232,13 +233,14 @@ def build(config: Config) -> OutputStage:
     sinks: list[Sink] = []
     pools = EncoderPools()  # one H.264 encode per source, shared by record, restream and live
     if config.sinks.jsonl.path:
-        sinks.append(JsonlSink(Path(config.sinks.jsonl.path)))
+        path = Path(config.sinks.jsonl.path)
+        sinks.append(_build_sink("jsonl", partial(JsonlSink, path)))
     for name, module in SINK_MODULES.items():
         section = getattr(config.sinks, name)
         if section is not None and section.enabled:
             build_sink = import_module(module).build
             extra = {"encoders": pools} if name in H264_SINKS else {}
-            sinks.append(build_sink(section, config, **extra))
+            sinks.append(_build_sink(name, partial(build_sink, section, config, **extra)))
     # the encoders first: at end of stream and close they flush into the sinks before those finish
     sinks[:0] = pools.pools
     annotator = None

@@ -52,10 +52,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def check_tcp_port_free(host: str, port: int, key: str) -> None:
-    """Raise TransportError naming ``key`` when host:port cannot be bound."""
+    """Raise TransportError naming ``key`` when host:port cannot be bound.
+
+    The probe binds with SO_REUSEADDR, as the servers it stands in for do (the HTTP servers'
+    ``allow_reuse_address``, ZeroMQ's tcp listeners): a port that only holds connections in
+    TIME_WAIT, which a stopped run that was scraped leaves for a minute, is free for them;
+    a port another socket listens on is not."""
     if port == 0:
         return
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

@@ -212,8 +212,9 @@ class FrameRing:
         place (``preprocess``). Only the stage holding the frame may write, before it
         forwards the frame; the generation is left as it is, so ``ref`` stays valid. Check
         ``valid`` before and after writing: the capture does not reuse a slot before its
-        frame was released (backpressure, or max_in_flight < ring_slots for live
-        sources), and a write into a reused slot is detected and the frame dropped."""
+        frame was released (backpressure for files; for live sources it drops a frame whose
+        slot a frame in flight still holds, ``InFlight.holds``), and a write into a reused
+        slot is detected and the frame dropped."""
         return np.ndarray((ref.height, ref.width, ref.channels), dtype=np.uint8, buffer=self._mm,
                           offset=self._data_offset + ref.slot * self.slot_bytes)
 

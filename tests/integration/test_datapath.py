@@ -37,6 +37,28 @@ def test_frames_dropped_by_a_middle_stage_free_their_ring_slots_at_once(tmp_path
     assert took < 45, f"the run took {took:.0f} s"
 
 
+def test_a_live_source_never_overwrites_a_frame_still_in_flight(tmp_path):
+    # 30 fps into a 200 ms stage, 2 frames in flight, 3 ring slots: the frames sent are about
+    # 6 seqs apart, so seq % 3 often names the slot of the frame still in the stage.
+    # Before: the capture wrote there anyway, and 8 of the 26 frames sent were dropped as
+    # "overwritten" after the stage had worked on them (16 slots only make it rarer: a frame
+    # in flight longer than 16 frame intervals, 0.53 s at 30 fps).
+    cfg = write_config(
+        tmp_path,
+        [{"id": "cam", "type": "synthetic", "live": True, "fps": 30, "max_in_flight": 2, "ring_slots": 3,
+          "max_frames": 90, "synthetic": {"width": 64, "height": 48}}],
+        ["passthrough"],
+        passthrough={"delay_ms": 200},
+    )
+    r = run_stream("run", str(cfg), "--summary-json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())["sources"][0]
+    assert set(summary["dropped"]) == {"downstream busy"}, summary
+    assert summary["processed"] >= 8 and summary["read"] == 90, summary
+    seqs = [x["seq"] for x in read_jsonl(tmp_path / "frames.jsonl")]
+    assert len(seqs) == summary["processed"] and seqs == sorted(seqs)
+
+
 @pytest.mark.parametrize("pixels", ["shm", "inline"])
 def test_every_frame_carries_its_own_pixels_through_every_stage(tmp_path, pixels):
     # The pattern source reuses 4 buffers, stamping each frame's seq into its pixels; every

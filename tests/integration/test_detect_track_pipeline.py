@@ -83,11 +83,14 @@ def test_random_weights_run_detect_and_track_and_mark_every_output(tmp_path, art
 
 
 def test_mot_public_detections_are_tracked_without_a_detector(tmp_path):
+    # confidences as MOT17's DPM publishes them (SVM margins, negative and > 1): mapped to
+    # [0, 1] at the source with one warning; before, every frame failed in the tracker
     det = tmp_path / "det.txt"
     rows = []
-    for f in range(1, 31):  # two people walking right, one left
+    for f in range(1, 31):  # two people walking right, one left, and a weak false positive
         for i, (x0, dx) in enumerate(((10, 4), (60, 3), (300, -5))):
-            rows.append(f"{f},-1,{x0 + dx * f},{50 + 40 * i},30,60,0.9,-1,-1,-1")
+            rows.append(f"{f},-1,{x0 + dx * f},{50 + 40 * i},30,60,{2.0 + 0.5 * i},-1,-1,-1")
+        rows.append(f"{f},-1,{(37 * f) % 300},200,20,20,-1.0,-1,-1,-1")
     det.write_text("\n".join(rows) + "\n")
     cfg = config(
         tmp_path,
@@ -97,8 +100,11 @@ def test_mot_public_detections_are_tracked_without_a_detector(tmp_path):
     )
     r = run_stream("run", str(cfg))
     assert r.returncode == 0, r.stderr
+    assert r.stderr.count("outside [0, 1]") == 1, r.stderr  # one warning for the run, saying how
+    assert "mapped linearly to [0, 1] as (conf - -1) / (3 - -1)" in r.stderr
     records = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
     assert len(records) == 30
+    # the mapping kept the order: the three people (0.75-1.0) are tracked, the weak one (0.0) is not
     assert np.mean([x["objects"] for x in records[2:]]) == pytest.approx(3, abs=0.2)
 
 

@@ -137,6 +137,16 @@ def test_a_corrupt_checkpoint_stops_the_run_with_exit_5(tmp_path):
     assert_stopped_fast(Run(cfg), 5, f"stage detect could not start: cannot read checkpoint {bad}")
 
 
+def test_a_recording_folder_that_cannot_be_made_stops_the_run_with_exit_2(tmp_path):
+    # a file where the recording root's parent should be: the same on every restart.
+    # Before: NotADirectoryError, a traceback, five restarts and exit 6.
+    (tmp_path / "disk").write_text("not a folder")
+    root = tmp_path / "disk" / "recordings"
+    cfg = write_config(tmp_path, ["passthrough"], sinks={"record": {"root": str(root)}})
+    assert_stopped_fast(Run(cfg), 2, f"stage output could not start: sinks.record.root: cannot create or open {root}: "
+                                     "Not a directory")
+
+
 def test_sigterm_while_a_model_loads_ends_the_run_at_once(tmp_path):
     cfg = write_config(tmp_path, ["detect"], detect={"device": "cpu"}, random_weights=True)
     run = Run(cfg, "--log-level", "debug")

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import free_port, get_json, run_stream, start_stream, wait_for
+from tests.conftest import REPO, free_port, get_json, run_stream, start_stream, stream_cmd, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,15 +27,46 @@ def write_config(tmp_path: Path, sources: list[dict], pipeline: list[str], **sec
     return path
 
 
-def worker_pids() -> set[int]:
-    pids = set()
-    for p in psutil.process_iter():
+# Runs a command as a child subreaper (prctl PR_SET_CHILD_SUBREAPER): whatever the command
+# leaves behind is re-parented to this wrapper, not to init, so the wrapper sees exactly the
+# processes of the run it started (other runs on the machine are not its descendants). After
+# the command exits it waits up to 5 s for stream.worker descendants to end, then writes the
+# pids of those still alive (one a line) to argv[1], kills them and exits with the command's code.
+_REAPER = """
+import ctypes, subprocess, sys, time
+import psutil
+ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+code = subprocess.call(sys.argv[2:])
+def left():
+    out = []
+    for p in psutil.Process().children(recursive=True):
         try:
-            if "stream.worker" in " ".join(p.cmdline()):
-                pids.add(p.pid)
+            if p.status() != psutil.STATUS_ZOMBIE and "stream.worker" in " ".join(p.cmdline()):
+                out.append(p)
         except psutil.Error:
             pass
-    return pids
+    return out
+deadline = time.monotonic() + 5
+while left() and time.monotonic() < deadline:
+    time.sleep(0.05)
+alive = left()
+with open(sys.argv[1], "w") as f:
+    f.write("".join(f"{p.pid} {' '.join(p.cmdline())}\\n" for p in alive))
+for p in alive:
+    p.kill()
+sys.exit(code)
+"""
+
+
+def run_stream_reaped(tmp_path: Path, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``stream *args`` run under the subreaper above: (its result, the stream.worker processes
+    of this run still alive after it exited, one a line; empty when it left nothing)."""
+    import sys
+
+    left = tmp_path / "left-running.txt"
+    r = subprocess.run([sys.executable, "-c", _REAPER, str(left), *stream_cmd(*args)], capture_output=True,
+                       text=True, timeout=timeout, cwd=REPO)
+    return r, left.read_text()
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -247,9 +278,8 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing_running(tmp_path, set
         holder = socket.socket()
         holder.bind(("127.0.0.1", yaml.safe_load(cfg.read_text())["metrics"]["port"]))
         holder.listen()
-    before = worker_pids()
     try:
-        r = run_stream("run", str(cfg))
+        r, left_running = run_stream_reaped(tmp_path, "run", str(cfg))
     finally:
         if holder:
             holder.close()
@@ -257,8 +287,7 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing_running(tmp_path, set
     lines = [line for line in r.stderr.splitlines() if line.startswith("stream: ")]
     assert len(lines) == 1 and expected in lines[0], r.stderr
     assert "Traceback" not in r.stderr
-    after = worker_pids()
-    assert after <= before
+    assert left_running == "", f"workers of this run still running after it exited:\n{left_running}"
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):

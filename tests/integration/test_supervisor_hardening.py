@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import av
 import pytest
 import yaml
 
@@ -43,23 +44,28 @@ def _health(port: int) -> dict:
 
 
 def test_secrets_given_through_env_are_not_in_any_worker_environment(tmp_path):
+    # the case: a camera password given as ${ENV:CAM_PASSWORD} inside its URL (the
+    # camera is down: its capture keeps retrying, which is all this test needs of it)
+    password = "Zq7mT2vX9pLw"
     cfg = write_config(
         tmp_path,
-        [{"id": "live", "type": "synthetic", "live": True, "fps": 30, "synthetic": {"width": 160, "height": 120}}],
+        [{"id": "live", "type": "synthetic", "live": True, "fps": 30, "synthetic": {"width": 160, "height": 120}},
+         {"id": "door", "type": "rtsp", "url": f"rtsp://admin:${{ENV:CAM_PASSWORD}}@127.0.0.1:{free_port()}/x"}],
         ["passthrough"],
         sinks={"jsonl": {"path": str(tmp_path / "frames.jsonl")},
                "live": {"port": free_port(), "token": "${ENV:LIVE_TOKEN}"}},
     )
-    proc = _start(cfg, env={"LIVE_TOKEN": TOKEN, "HARDENING_MARKER": "kept"})
+    proc = _start(cfg, env={"LIVE_TOKEN": TOKEN, "CAM_PASSWORD": password, "HARDENING_MARKER": "kept"})
     try:
-        health = wait_for(lambda: (h := _health(_port(cfg))) and h["stages"]["output"]["frames_out"] > 5 and h,
-                          60, "frames flowing")
+        health = wait_for(lambda: (h := _health(_port(cfg))) and h["stages"]["output"]["frames_out"] > 5
+                          and h["stages"]["capture:door"]["pid"] and h, 60, "frames flowing")
         pids = [st["pid"] for st in health["stages"].values()]
-        assert len(pids) == 3  # capture, passthrough, output: all real workers
+        assert len(pids) == 4  # two captures, passthrough, output: all real workers
         for pid in pids:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert b"HARDENING_MARKER=kept" in environ  # the rest of the environment is passed on
-            assert not any(e.startswith(b"LIVE_TOKEN=") or TOKEN.encode() in e for e in environ), pid
+            for name, secret in ((b"LIVE_TOKEN=", TOKEN), (b"CAM_PASSWORD=", password)):
+                assert not any(e.startswith(name) or secret.encode() in e for e in environ), pid
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -121,6 +127,29 @@ def test_healthz_is_503_while_no_frame_gets_through_and_ok_again_after(tmp_path)
     assert proc.returncode == 0
 
 
+def test_healthz_is_503_naming_the_stage_where_every_frame_fails(tmp_path):
+    # the camera streams, and every frame fails in the stage (check_stamp on a picture that
+    # carries no stamp: a counted error per frame, as a model that raises on every frame)
+    cfg = write_config(
+        tmp_path,
+        [{"id": "cam", "type": "synthetic", "live": True, "fps": 20, "synthetic": {"width": 320, "height": 240}}],
+        ["passthrough"],
+        passthrough={"check_stamp": True},
+        supervisor={"health_window_s": 2.0},
+    )
+    proc = _start(cfg)
+    try:
+        code, body = wait_for(lambda: {"passthrough", "output"} <= set((r := _health_code(_port(cfg)))[1].get(
+            "failing", {})) and r, 90, "/healthz to name passthrough and the output")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert code == 503 and body["status"] == "failing", body
+    assert "frames failed" in body["failing"]["passthrough"], body
+    assert "no frame came through" in body["failing"]["output"], body
+
+
 def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wrote(tmp_path):
     # a stage that spends 4 s per frame (SAM on a CPU): the drain cannot finish before the
     # shutdown deadline, so the stages are terminated with frames still in flight
@@ -130,6 +159,7 @@ def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wr
           "synthetic": {"width": 160, "height": 120}}],
         ["passthrough"],
         passthrough={"delay_ms": 4000},
+        sinks={"jsonl": {"path": str(tmp_path / "frames.jsonl")}, "record": {"root": str(tmp_path / "rec")}},
     )
     summary_path = tmp_path / "summary.json"
     proc = _start(cfg, "--summary-json", str(summary_path))
@@ -150,24 +180,45 @@ def test_after_sigint_with_a_stage_mid_call_the_summary_counts_what_the_sinks_wr
     assert "lost in flight" not in src["dropped"]  # nothing crashed: those frames were stopped
     assert src["read"] == src["processed"] + sum(src["dropped"].values())
     assert f"{src['processed']:>9}" in out
+    # and the recording holds the same frames (before: the summary said 0 processed, 34 lost,
+    # while the recording and the JSONL file held 17)
+    decoded = 0
+    for mp4 in sorted((tmp_path / "rec" / "live").glob("*.mp4")):
+        with av.open(str(mp4)) as c:
+            decoded += sum(1 for _ in c.decode(video=0))
+    assert src["sinks"]["record"] == {"written": decoded} and decoded == src["processed"], (src, decoded)
 
 
 def test_a_run_removes_rings_and_ipc_folders_of_dead_supervisors_and_only_those(tmp_path):
+    # a real ``stream run`` killed with SIGKILL (no handler runs) leaves its ring and ipc folder,
+    # named by the run itself; files of a live supervisor and of another form stay
     shm, tmp = shm_dir(), Path(tempfile.gettempdir())
     ns = os.stat("/proc/self/ns/pid").st_ino
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # reaped: its pid names no process now
+    frames = tmp_path / "frames.jsonl"
+    killed = _start(write_config(
+        tmp_path,
+        [{"id": "cam", "type": "synthetic", "live": True, "fps": 20, "synthetic": {"width": 64, "height": 48}}],
+        ["passthrough"],
+    ))
+    try:
+        wait_for(lambda: frames.exists() and frames.read_text().count("\n") >= 3, 120, "frames flowing")
+    finally:
+        killed.kill()
+        killed.communicate(timeout=30)  # reaped: its pid names no process now
+    marker = f"-{killed.pid}.{ns}-"  # stream-RUNID-PID.PIDNS-…: the owner's pid in the name
+    dead = [p for root in (shm, tmp) for p in root.glob("stream-*") if marker in p.name]
+    # the test proves something only if SIGKILL really left them: a ring and an ipc folder
+    assert any(p.name.endswith(".ring") for p in dead) and any(p.is_dir() for p in dead), dead
     alive = subprocess.Popen(["sleep", "120"])
     tag = secrets.token_hex(4)
-    made: dict[str, list[Path]] = {"dead": [], "alive": [], "foreign": []}
+    made: dict[str, list[Path]] = {"alive": [], "foreign": []}
     try:
-        for kind, pid in (("dead", dead.pid), ("alive", alive.pid)):
-            ring = shm / f"stream-{tag}-{pid}.{ns}-cam.ring"
-            ring.write_bytes(b"\0" * 4096)
-            ipc = tmp / f"stream-{tag}-{pid}.{ns}-x1y2z3"
-            ipc.mkdir()
-            (ipc / "detect.in").write_text("")
-            made[kind] += [ring, ipc]
+        ring = shm / f"stream-{tag}-{alive.pid}.{ns}-cam.ring"
+        ring.write_bytes(b"\0" * 4096)
+        ipc = tmp / f"stream-{tag}-{alive.pid}.{ns}-x1y2z3"
+        ipc.mkdir()
+        (ipc / "detect.in").write_text("")
+        made["alive"] += [ring, ipc]
         # names of another form (an older version, another program) are never touched
         other = shm / f"stream-{tag}-cam.ring"
         other.write_bytes(b"")
@@ -176,13 +227,14 @@ def test_a_run_removes_rings_and_ipc_folders_of_dead_supervisors_and_only_those(
                                        "synthetic": {"width": 64, "height": 48}}], ["passthrough"])
         r = subprocess.run(stream_cmd("run", str(cfg)), capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
-        assert not any(p.exists() for p in made["dead"]), made["dead"]
+        assert not any(p.exists() for p in dead), dead
+        for p in dead:
+            assert f"removed {p}, left behind by a run whose supervisor is gone" in r.stderr
         assert all(p.exists() for p in made["alive"] + made["foreign"])
-        assert "left behind by a run whose supervisor is gone" in r.stderr
     finally:
         alive.kill()
         alive.wait()
-        for paths in made.values():
+        for paths in (*made.values(), dead):
             for p in paths:
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)

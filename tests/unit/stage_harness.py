@@ -33,7 +33,8 @@ from stream.messages import (
     encode_frame,
     encode_message,
 )
-from stream.stage import Stage, StageRunner, WorkerSpec
+from stream.runner import StageRunner, WorkerSpec
+from stream.stage import Stage
 from stream.transport import FrameRing, open_socket, recv_parts
 
 H, W = 16, 24

@@ -131,6 +131,29 @@ def test_the_output_stage_shares_one_encode_between_record_restream_and_live(tmp
         stage.close()
 
 
+def test_a_sink_feeds_its_own_pool_and_leaves_the_shared_one_to_the_stage() -> None:
+    """``EncoderPool.attach``: on the output stage's pool a sink's write, reset, end and close do
+    nothing (the stage feeds that pool: twice would encode twice and cut its streams); on a pool
+    of its own they are the pool's."""
+    stage_side, theirs, mine = Consumer(), Consumer(), Consumer()
+    shared = pool_with(stage_side)
+    on_shared = EncoderPool.attach(theirs, shared, annotated=True, encoder=EncoderConfig(codec="libx264"))
+    own = EncoderPool.attach(mine, None, annotated=False, encoder=EncoderConfig(codec="libx264"), label="test")
+    assert on_shared.pool is shared and not on_shared.own and shared.consumers == [stage_side, theirs]
+    assert own.own and own.pool.consumers == [mine] and own.pool.codec == "libx264" and not own.pool.wants_annotated
+    for seq in range(3):
+        shared.write(frame(seq))  # what the output stage does with its shared pool
+        on_shared.write(frame(seq))
+        own.write(frame(seq))
+    for attachment in (on_shared, own):
+        attachment.reset("cam0")
+        attachment.end_source("cam0")
+        attachment.close()
+    shared.close()
+    assert [p.header.seq for p in theirs.packets] == [0, 1, 2] and theirs.ends == ["closed"]
+    assert [p.header.seq for p in mine.packets] == [0, 1, 2] and mine.ends == ["the source restarted"]
+
+
 @pytest.mark.parametrize("annotated", [True, False])
 def test_record_alone_encodes_the_picture_kind_it_asks_for(tmp_path: Path, annotated: bool) -> None:
     from stream.stages.output import build

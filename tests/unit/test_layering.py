@@ -49,8 +49,8 @@ def _hits(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
     return bad
 
 
-PIPELINE = ("stream.stages", "stream.sinks", "stream.sources", "stream.models", "stream.masks",
-            "stream.supervisor", "stream.worker", "stream.capture", "stream.stage", "stream.runtime", "stream.transport",
+PIPELINE = ("stream.stages", "stream.sinks", "stream.sources", "stream.models", "stream.masks", "stream.supervisor",
+            "stream.worker", "stream.capture", "stream.stage", "stream.runner", "stream.runtime", "stream.transport",
             "stream.cli", "stream.commands", "stream.bench", "stream.eval", "stream.render", "stream.live")  # fmt: skip
 
 
@@ -63,9 +63,16 @@ def test_stages_sources_and_sinks_never_reach_up_to_the_supervisor_or_the_cli() 
     assert _hits(paths, ("stream.supervisor", "stream.cli", "stream.commands", "stream.bench")) == []
 
 
+def test_a_stage_knows_the_protocol_not_the_loop_that_runs_it() -> None:
+    """Stages, sources and sinks see ``stream.stage`` (the protocol); only the worker builds the
+    runner, and the protocol module itself opens no socket."""
+    assert _hits(_modules("stages", "sources", "sinks"), ("stream.runner", "stream.worker")) == []
+    assert _hits(_modules("stage"), ("zmq", "socket", "stream.transport", "stream.runtime", "stream.runner")) == []
+
+
 def test_models_and_masks_open_no_sockets_and_know_no_stages() -> None:
-    forbidden = ("zmq", "socket", "stream.transport", "stream.stages", "stream.stage", "stream.runtime", "stream.sinks",
-                 "stream.supervisor")  # fmt: skip
+    forbidden = ("zmq", "socket", "stream.transport", "stream.stages", "stream.stage", "stream.runner", "stream.runtime",
+                 "stream.sinks", "stream.supervisor")  # fmt: skip
     assert _hits(_modules("models", "masks"), forbidden) == []
 
 

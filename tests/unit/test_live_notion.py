@@ -15,11 +15,12 @@ from stream.transport import FrameRing
 SOURCES = [
     {"id": "cam", "type": "rtsp", "url": "rtsp://127.0.0.1:8554/cam"},
     {"id": "door", "type": "http", "url": "http://127.0.0.1:8080/door.m3u8"},
+    {"id": "yard", "type": "rtmp", "url": "rtmp://127.0.0.1:1935/live/yard"},
     {"id": "usb", "type": "webcam", "device": 0},
     {"id": "clip", "type": "file", "path": "clip.mp4", "live": True},
     {"id": "disk", "type": "file", "path": "clip.mp4"},
 ]
-LIVE = {"cam", "door", "usb", "clip"}
+LIVE = {"cam", "door", "yard", "usb", "clip"}
 
 
 def _probed(config) -> dict[str, SourceInfo]:
@@ -39,7 +40,7 @@ def test_network_and_webcam_sources_are_live_without_saying_so(config):
 
 def test_sam_never_blocks_frames_of_any_live_source(config):
     # README: "On live sources the SAM keyframe runs in a worker thread: frames never wait for it".
-    # Before: only `live: true` files got it; rtsp / http / webcam sources got the blocking path.
+    # Before: only `live: true` files got it; rtsp / rtmp / http / webcam sources got the blocking path.
     from stream.stages import segment
 
     stage = segment.stage_for(config, object(), random_weights=True)  # what build() wraps around SAM

@@ -262,6 +262,25 @@ def test_in_flight_forgets_frames_only_after_a_crash_or_the_last_resort(ring):
     assert credit.has_room(ring) and credit.expired == 4
 
 
+def test_a_slot_holding_a_frame_in_flight_is_held_until_the_frame_is_done_or_presumed_lost(ring):
+    # seqs skip at the edge, so seq % slots can name the slot of a frame still out
+    now = [0.0]
+    credit = InFlight(2, clock=lambda: now[0], last_resort_s=30.0)
+    img = np.zeros((4, 4, 3), np.uint8)
+    first = ring.write(1, img)
+    credit.sent(1, first, ring)
+    assert credit.has_room(ring)
+    assert credit.holds(1 % ring.slots, ring) and not credit.holds(2 % ring.slots, ring)
+    assert credit.holds((1 + ring.slots) % ring.slots, ring)  # the seq one ring later: same slot
+    ring.release(first)  # the last stage is done with it
+    assert not credit.holds(1 % ring.slots, ring)
+    again = ring.write(1 + ring.slots, img)
+    credit.sent(1 + ring.slots, again, ring)
+    now[0] = 31.0  # vanished without a crash: the last resort forgets it, and its slot
+    assert credit.has_room(ring) and credit.expired == 1
+    assert not credit.holds(again.slot, ring)
+
+
 def test_url_secrets_are_masked_and_scrubbed_in_every_form():
     url = "rtsp://admin:s3cr%25t%3Apw@cam.local:554/Streaming/101"
     assert mask_url(url) == "rtsp://admin:***@cam.local:554/Streaming/101"

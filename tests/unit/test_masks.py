@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -330,6 +331,26 @@ def test_record_sidecar_and_predict_encode_masks_from_crops_only(monkeypatch: py
 
     monkeypatch.setattr(ObjectMasks, "full_mask", no_full_frame)
     monkeypatch.setattr(MaskCrop, "to_full", no_full_frame)
-    got = [o["mask"] for o in objects_json(arrays, height, width, masks=True)]
+    got = [o["mask"] for o in objects_json(arrays, height, width, masks=True)]  # the record sidecar
     assert got == expected
     assert [encode_crop(MaskCrop(c, b[0], b[1]), height, width) for c, b in zip(crops, boxes, strict=True)] == expected
+
+    # the publish sink's records
+    from types import MappingProxyType
+
+    from stream.messages import Frame, FrameHeader
+    from stream.sinks.publish import frame_record
+
+    frame = Frame(FrameHeader("cam", 0, 0, (1, 30), 0), MappingProxyType(arrays), np.zeros((height, width, 3), np.uint8))
+    record = frame_record(frame, 0, ["thing"])
+    assert [{"size": list(o.rle.size), "counts": o.rle.counts} for o in record.objects if o.rle] == expected
+
+    # predict's COCO results
+    from stream.models.detections import Detections
+    from stream.predict import ImagePrediction, _CocoWriter
+
+    writer = _CocoWriter(["thing"])
+    det = Detections(np.array(boxes, np.float32), np.full(4, 0.5, np.float32), np.zeros(4, np.int32))
+    writer.add(Path("a.jpg"), "a.jpg", ImagePrediction(np.zeros((height, width, 3), np.uint8), det,
+                                                        [MaskCrop(c, b[0], b[1]) for c, b in zip(crops, boxes, strict=True)]))
+    assert [r["segmentation"] for r in writer.results] == expected

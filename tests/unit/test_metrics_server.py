@@ -76,3 +76,26 @@ def test_idle_connections_are_closed_and_their_threads_freed(server):
     finally:
         for s in idle:
             s.close()
+
+
+def test_a_restart_right_after_a_scrape_gets_its_port_back(server):
+    """A scraped run that stops leaves its port in TIME_WAIT (the server closed each connection)
+    for a minute; the next run's start-up port check must not call that "in use" (the servers
+    bind with SO_REUSEADDR) — but a port another program listens on still is."""
+    from stream.errors import TransportError
+    from stream.transport import check_tcp_port_free
+
+    srv = server()
+    port = srv.port
+    for _ in range(3):
+        assert _get(port, "/metrics", f"127.0.0.1:{port}")[0] == 200
+    srv.close()
+    check_tcp_port_free("127.0.0.1", port, "metrics.port")  # before: "metrics.port: … is already in use"
+    again = MetricsServer("127.0.0.1", port, _snapshot, lambda: (True, {"status": "ok"}))
+    again.start()
+    try:
+        assert _get(port, "/metrics", f"127.0.0.1:{port}")[0] == 200
+        with pytest.raises(TransportError, match=rf"metrics.port: 127.0.0.1:{port} is already in use"):
+            check_tcp_port_free("127.0.0.1", port, "metrics.port")
+    finally:
+        again.close()

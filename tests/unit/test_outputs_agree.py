@@ -154,3 +154,54 @@ def test_pictures_are_drawn_only_while_someone_watches_or_records(tmp_path) -> N
         stage.write(_frame(seq))
     stage.close()
     assert annotator.drawn == 5  # an annotated recording needs every picture
+
+
+def test_overlay_and_live_page_agree_on_latency(monkeypatch) -> None:
+    """A frame captured 800 ms ago: the overlay's status line and the live page's event both
+    show capture → now at the output, the same figure."""
+    import re
+
+    import cv2
+
+    config = _config()
+    annotator = build_annotator(config)
+    drawn: list[str] = []
+    real_put_text = cv2.putText
+
+    def spy(img, text, *args, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.append(text)
+        return real_put_text(img, text, *args, **kwargs)
+
+    def old_frame(seq: int) -> Frame:
+        f = _frame(seq)
+        h = f.header
+        return Frame(FrameHeader(h.source, h.seq, h.pts, h.time_base, time.time_ns() - 800_000_000),
+                     f.arrays, f.image)
+
+    monkeypatch.setattr(cv2, "putText", spy)
+    annotator(old_frame(0))
+    monkeypatch.setattr(cv2, "putText", real_put_text)
+    (status,) = [t for t in drawn if "latency" in t]
+    overlay_ms = float(re.search(r"latency\s+([\d.]+) ms", status)[1])  # type: ignore[index]
+
+    sink = live_sink.build({"port": 0}, config)
+    try:
+        stop = threading.Event()
+
+        def feed() -> None:
+            seq = 1
+            while not stop.wait(0.05):
+                sink.write(old_frame(seq))
+                seq += 1
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        try:
+            event = _first_event(sink.port)
+        finally:
+            stop.set()
+            t.join(5)
+    finally:
+        sink.close()
+    assert 800 <= overlay_ms < 1000, status
+    assert 800 <= event["latency_ms"] < 1000 and abs(event["latency_ms"] - overlay_ms) < 150, (event, status)
