@@ -100,9 +100,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from stream.config import LIVE_TYPES
     from stream.errors import WeightsError
     from stream.sources import open_source
+    from stream.stages import output
     from stream.transport.ring import FrameRing
 
     config = _load(args)
+    output.preflight(config)  # sink folders that run would fail to make
     missing, fetch = describe_missing(needed_weights(config))  # all of them, before a source can fail
     for line in missing:
         print(line)

@@ -210,6 +210,30 @@ H264_SINKS = ("record", "live", "restream")
 SINK_PATH_KEYS = {"jsonl": "sinks.jsonl.path", "record": "sinks.record.root"}
 
 
+def preflight(config: Config) -> None:
+    """What ``_build_sink`` would refuse, found without creating anything (``stream check``):
+    a sink path whose folder cannot be made (a file in the way) or written (no permission).
+    Raises ConfigError naming the key."""
+    import os
+    from pathlib import Path
+
+    paths = []
+    if config.sinks.jsonl.path:
+        paths.append(("jsonl", Path(config.sinks.jsonl.path).expanduser().parent))
+    record = config.sinks.record
+    if record is not None and record.enabled:
+        paths.append(("record", Path(record.root).expanduser()))
+    for name, folder in paths:
+        key = SINK_PATH_KEYS[name]
+        existing = folder.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"{key}: cannot create {folder}: {existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{key}: cannot create or write in {folder}: no permission to write in {existing}")
+
+
 def _build_sink(name: str, make: Callable[[], Sink]) -> Sink:
     """``make()``; a file-system error there (a folder that cannot be made, a file in the way,
     no permission) is a ConfigError naming the key: it would fail the same way on every

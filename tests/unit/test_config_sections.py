@@ -82,3 +82,18 @@ def test_config_and_its_sections_import_no_pipeline_code():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] []"
+
+
+def test_check_refuses_a_sink_folder_that_run_could_not_make(tmp_path, capsys):
+    # `stream run` stops at start with this error (tests/integration/test_fail_fast.py); check says it first
+    (tmp_path / "disk").write_text("a file, not a folder")
+    for sinks, key in (({"record": {"root": str(tmp_path / "disk" / "rec")}}, "sinks.record.root"),
+                       ({"jsonl": {"path": str(tmp_path / "disk" / "logs" / "f.jsonl")}}, "sinks.jsonl.path")):
+        code, out, err = check(tmp_path, capsys, sinks=sinks)
+        assert code == 2 and "config ok" not in out, out + err
+        lines = [ln for ln in err.splitlines() if ln.startswith("stream: ")]
+        assert len(lines) == 1 and f"{key}: cannot create " in lines[0], err
+        assert f"{tmp_path / 'disk'} is not a folder" in lines[0], err
+    code, out, _ = check(tmp_path, capsys, sinks={"record": {"root": str(tmp_path / "new" / "rec")}})
+    assert code == 0 and "config ok" in out
+    assert not (tmp_path / "new").exists()  # check creates nothing
