@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import MappingProxyType
 
 import numpy as np
@@ -49,27 +50,30 @@ def _first_event(port: int, timeout: float = 10.0) -> dict:
     raise AssertionError("no object event arrived")
 
 
+def _event_while_feeding(config: Config, make: Callable[[int], Frame], first_seq: int = 0) -> dict:
+    """A real live sink fed ``make(seq)`` every 50 ms from a thread: its first object event."""
+    sink = live_sink.build({"port": 0}, config)
+    stop = threading.Event()
+
+    def feed() -> None:
+        seq = first_seq
+        while not stop.wait(0.05):
+            sink.write(make(seq))
+            seq += 1
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    try:
+        return _first_event(sink.port)
+    finally:
+        stop.set()
+        t.join(5)
+        sink.close()
+
+
 def test_live_view_names_classes_like_publish_and_the_overlay() -> None:
     config = _config()
-    sink = live_sink.build({"port": 0}, config)
-    try:
-        stop = threading.Event()
-
-        def feed() -> None:
-            seq = 0
-            while not stop.wait(0.05):
-                sink.write(_frame(seq))
-                seq += 1
-
-        t = threading.Thread(target=feed, daemon=True)
-        t.start()
-        try:
-            event = _first_event(sink.port)
-        finally:
-            stop.set()
-            t.join(5)
-    finally:
-        sink.close()
+    event = _event_while_feeding(config, _frame)
     assert [o["class"] for o in event["objects"]] == ["worker", "forklift"]
     published = frame_record(_frame(0), 0, build_annotator(config).class_names)
     assert [o.class_name for o in published.objects] == ["worker", "forklift"]
@@ -184,24 +188,6 @@ def test_overlay_and_live_page_agree_on_latency(monkeypatch) -> None:
     (status,) = [t for t in drawn if "latency" in t]
     overlay_ms = float(re.search(r"latency\s+([\d.]+) ms", status)[1])  # type: ignore[index]
 
-    sink = live_sink.build({"port": 0}, config)
-    try:
-        stop = threading.Event()
-
-        def feed() -> None:
-            seq = 1
-            while not stop.wait(0.05):
-                sink.write(old_frame(seq))
-                seq += 1
-
-        t = threading.Thread(target=feed, daemon=True)
-        t.start()
-        try:
-            event = _first_event(sink.port)
-        finally:
-            stop.set()
-            t.join(5)
-    finally:
-        sink.close()
+    event = _event_while_feeding(config, old_frame, first_seq=1)
     assert 800 <= overlay_ms < 1000, status
     assert 800 <= event["latency_ms"] < 1000 and abs(event["latency_ms"] - overlay_ms) < 150, (event, status)
