@@ -87,8 +87,10 @@ def _age_at(record: dict, stage: str) -> float:
     return (stamps[stage] - record["capture_ns"]) / 1e9
 
 
-@pytest.mark.parametrize("then", ["resumed", "restarted"])
-@pytest.mark.parametrize("pixels", ["shm", "inline"])
+# inline pixels restarted: the same path as shm restarted once the frames are forgotten (the
+# ring epoch), left out for the suite's time
+@pytest.mark.parametrize(("pixels", "then"), [("shm", "resumed"), ("shm", "restarted"), ("inline", "resumed")],
+                         ids=["shm-resumed", "shm-restarted", "inline-resumed"])
 def test_a_stopped_stage_is_not_fed_and_stale_frames_never_reach_the_next_stage(tmp_path, pixels, then):
     # A live source (max_in_flight 2, stale_after_s 1); the middle stage is stopped for 4 s,
     # then continued (SIGCONT), or killed and restarted by the supervisor (heartbeat timeout).
